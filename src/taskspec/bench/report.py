@@ -1,0 +1,36 @@
+"""Markdown tables from a bench result (the same figures as the JSON, for people)."""
+
+from __future__ import annotations
+
+
+def markdown_tables(result: dict) -> str:
+    """One table per dataset (and 'all'): method, τ, tokens/s, speedup, greedy match rate, time split per step."""
+    out = []
+    meta = result["meta"]
+    out.append(f"target `{meta['target']}` ({meta['dtype']}), {meta['prompts']} prompts, "
+               f"max_new_tokens {meta['max_new_tokens']}, temperature {meta['temperature']}")
+    for dataset, table in result["summary"].items():
+        out.append("")
+        out.append(f"**{dataset}**")
+        out.append("")
+        out.append("| method | τ | tokens/s | speedup | greedy match | draft ms/step | target ms/step | other ms/step |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for method, row in table.items():
+            per_step = row["time"]["per_step_ms"]
+            match = row.get("greedy_match_rate")
+            engine = not method.startswith("hf-")
+            out.append("| {} | {:.2f} | {:.2f} | {} | {} | {} | {} | {} |".format(
+                method, row["acceptance_length"], row["tokens_per_second"],
+                f"{row['speedup']:.2f}×" if row.get("speedup") else "–",
+                f"{match:.0%}" if match is not None else "–",
+                f"{per_step['draft']:.1f}" if engine else "–",
+                f"{per_step['target']:.1f}" if engine else "–",
+                f"{per_step['accept_and_overhead']:.2f}" if engine else "–"))
+    if result.get("mismatches"):
+        out.append("")
+        out.append(f"{len(result['mismatches'])} greedy output(s) differ from `none`; first divergences "
+                   "(gap = target's top-1 minus top-2 logit there):")
+        for m in result["mismatches"][:20]:
+            out.append(f"- {m['method']} on {m['prompt_id']} at token {m['position']}: "
+                       f"{m.get('none_token')} vs {m.get('method_token')}, gap {m.get('top2_gap')}")
+    return "\n".join(out)

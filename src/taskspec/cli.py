@@ -1,0 +1,149 @@
+"""taskspec command line: parsing only; every verb calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .errors import TaskspecError
+
+DEFAULT_TARGET = "embedded"
+DEFAULT_DRAFTER = "ngram"
+
+
+def _add_target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default=DEFAULT_TARGET,
+                   help="model folder, .gguf file, local Hugging Face id, or 'embedded' (Gemma 3 270M; default)")
+    p.add_argument("--dtype", default="bf16", help="bf16 (default; fastest on AVX-512 bf16 CPUs), fp32 or fp16")
+
+
+def _add_sampling(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1.0 = off")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _generation_config(args):
+    from .engine.decode import GenerationConfig
+    from .engine.sampling import SamplingParams
+
+    return GenerationConfig(max_new_tokens=args.max_new_tokens, seed=args.seed,
+                            sampling=SamplingParams(args.temperature, args.top_k, args.top_p),
+                            stop_strings=tuple(getattr(args, "stop", None) or ()))
+
+
+def cmd_generate(args) -> int:
+    from .drafters import build_drafter
+    from .engine.decode import generate
+    from .models.target import load_target
+
+    config = _generation_config(args)  # validate options before the slow model load
+    target = load_target(args.target, args.dtype)
+    result = generate(target, build_drafter(args.drafter, target), args.prompt, config)
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        print(result.text)
+        s = result.stats
+        print(f"[{args.drafter}] {s.new_tokens} tokens, τ={s.acceptance_length:.2f}, "
+              f"{s.tokens_per_second:.1f} tokens/s", file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench.methods import split_method_list
+    from .data import load_prompts
+    from .models.target import load_target
+
+    config = _generation_config(args)
+    methods = split_method_list(args.methods)
+    prompts = []
+    for name in filter(None, args.dataset.split(",")):
+        prompts += load_prompts(name, data_dir=args.data_dir, limit=args.limit)
+    target = load_target(args.target, args.dtype)
+    return _run_and_report(target, prompts, methods, config, args.out, args)
+
+
+def cmd_demo(args) -> int:
+    from .bench.methods import split_method_list
+    from .data import Prompt
+    from .demo_prompts import DEMO_PROMPTS
+    from .models.target import load_target
+
+    config = _generation_config(args)
+    prompts = [Prompt(id=f"demo/{name}", text=text, source="demo", meta={}) for name, text in DEMO_PROMPTS]
+    print(f"Loading target {args.target!r} (the first run converts the embedded GGUF once, ~1-2 minutes)...",
+          file=sys.stderr)
+    target = load_target(args.target, args.dtype)
+    return _run_and_report(target, prompts, split_method_list(args.methods), config, args.out, args)
+
+
+def _run_and_report(target, prompts, methods, config, out, args) -> int:
+    from .bench.report import markdown_tables
+    from .bench.runner import run_bench
+    from .io_utils import write_json_atomic
+
+    result = run_bench(target, prompts, methods, config, progress=not args.quiet,
+                       meta={"command": " ".join(["taskspec", *sys.argv[1:]])}).to_dict()
+    print(markdown_tables(result))
+    if out:
+        write_json_atomic(out, result)
+        print(f"\nwrote {out}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taskspec", description="Task-aware lossless speculative decoding.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="decode one prompt")
+    _add_target(g)
+    g.add_argument("--drafter", default=DEFAULT_DRAFTER,
+                   help="none | ngram[:depth=N,...] | ngram-tree | model:PATH[,depth=N,top_k=K] (default: ngram)")
+    g.add_argument("--prompt", required=True)
+    _add_sampling(g, 128)
+    g.add_argument("--stop", action="append", help="stop string (repeatable)")
+    g.add_argument("--json", action="store_true", help="print one JSON object {text, token_ids, stats}")
+    g.set_defaults(func=cmd_generate)
+
+    b = sub.add_parser("bench", help="compare methods on a dataset, interleaved per prompt, in one process")
+    _add_target(b)
+    b.add_argument("--dataset", required=True, help="dataset name(s), comma-separated, or a .jsonl path")
+    b.add_argument("--data-dir", help="data folder (default: $TASKSPEC_DATA, else ../shared/data)")
+    b.add_argument("--limit", type=int, default=20, help="prompts per dataset (default 20)")
+    b.add_argument("--methods", nargs="+", default=["none,ngram,hf-generate,hf-prompt-lookup"],
+                   help="comma/space separated: none, ngram[:opts], ngram-tree, model:PATH, hf-generate, "
+                        "hf-prompt-lookup[:N]")
+    _add_sampling(b, 128)
+    b.add_argument("--out", help="write the full result (JSON) here")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=cmd_bench)
+
+    d = sub.add_parser("demo", help="decode a few example prompts with each method and print the table")
+    _add_target(d)
+    d.add_argument("--methods", nargs="+", default=["none,ngram,ngram-tree"])
+    _add_sampling(d, 96)
+    d.add_argument("--out", default="runs/demo.json")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return args.func(args)
+    except TaskspecError as exc:
+        print(f"taskspec {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

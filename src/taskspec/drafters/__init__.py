@@ -1,0 +1,82 @@
+"""Drafters and the spec strings that build them.
+
+    none                          plain decoding through the engine
+    ngram[:k=v,...]               prompt lookup chain (options: depth, max_ngram, min_ngram, branches, max_nodes)
+    ngram-tree[:k=v,...]          prompt lookup with up to 4 branches (same options)
+    model:PATH[,k=v,...]          a standalone causal LM with the target's tokenizer (options: depth, top_k, num_nodes,
+                                  dtype)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import DrafterError
+from ..models.causal_lm import CausalLM
+from .base import DraftContext, Drafter, NoDrafter
+from .model import ModelDrafter
+from .ngram import NgramDrafter
+
+
+def _ints(options: dict[str, str], allowed: set[str], spec: str) -> dict[str, int]:
+    unknown = set(options) - allowed
+    if unknown:
+        raise DrafterError(f"drafter {spec!r}: unknown option(s) {sorted(unknown)}; expected some of {sorted(allowed)}")
+    try:
+        return {k: int(v) for k, v in options.items()}
+    except ValueError:
+        raise DrafterError(f"drafter {spec!r}: option values must be integers") from None
+
+
+def _none(arg, options, target, spec) -> Drafter:
+    _ints(options, set(), spec)
+    return NoDrafter()
+
+
+def _ngram(arg, options, target, spec, branches: int = 1) -> Drafter:
+    kwargs = {"branches": branches, **_ints(options, {"depth", "max_ngram", "min_ngram", "branches", "max_nodes"}, spec)}
+    return NgramDrafter(**kwargs)
+
+
+def _model(arg, options, target, spec) -> Drafter:
+    from ..models.target import load_target
+
+    if not arg:
+        raise DrafterError(f"drafter {spec!r}: expected model:PATH (a model folder, .gguf file or local model id)")
+    dtype = options.pop("dtype", str(target.dtype).removeprefix("torch."))  # default: the target's dtype
+    kwargs = _ints(options, {"depth", "top_k", "num_nodes"}, spec)
+    return ModelDrafter(load_target(arg, dtype=dtype), target, **kwargs)
+
+
+DRAFTERS: dict[str, Callable] = {
+    "none": _none,
+    "ngram": _ngram,
+    "ngram-tree": lambda *a: _ngram(*a, branches=4),
+    "model": _model,
+}
+
+
+def parse_drafter_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """'kind:arg,k=v,...' → (kind, arg, options). For ngram the part after ':' is options only."""
+    kind, _, rest = spec.partition(":")
+    arg_parts, options = [], {}
+    for part in filter(None, rest.split(",")):
+        key, eq, value = part.partition("=")
+        if eq:
+            options[key.strip()] = value.strip()
+        else:
+            arg_parts.append(part)
+    return kind.strip(), ",".join(arg_parts), options
+
+
+def build_drafter(spec: str, target: CausalLM) -> Drafter:
+    kind, arg, options = parse_drafter_spec(spec)
+    if kind not in DRAFTERS:
+        raise DrafterError(f"unknown drafter {spec!r}; expected one of: {', '.join(DRAFTERS)} "
+                           "(e.g. none, ngram, ngram:depth=8, model:PATH)")
+    if arg and kind != "model":
+        raise DrafterError(f"drafter {spec!r}: {kind} takes only key=value options, got {arg!r}")
+    return DRAFTERS[kind](arg, options, target, spec)
+
+
+__all__ = ["DraftContext", "Drafter", "NoDrafter", "NgramDrafter", "ModelDrafter", "build_drafter", "DRAFTERS"]

@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny random Hugging Face targets (fp32) and a plain greedy reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+
+from taskspec.models.causal_lm import CausalLM
+
+VOCAB = 97
+
+
+def tiny_llama(seed: int = 0, vocab: int = VOCAB) -> CausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         attn_implementation="sdpa")
+    return CausalLM(LlamaForCausalLM(config), name=f"tiny-llama-{seed}")
+
+
+def tiny_gemma3(seed: int = 0) -> CausalLM:
+    """Alternating sliding (window 6) and full attention layers, so prompts longer than 6 exercise the window."""
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=512,
+                              sliding_window=6, layer_types=["sliding_attention", "full_attention"] * 2,
+                              attn_implementation="sdpa")
+    return CausalLM(Gemma3ForCausalLM(config), name=f"tiny-gemma3-{seed}")
+
+
+TINY_TARGETS = {"llama": tiny_llama, "gemma3": tiny_gemma3}
+
+
+@pytest.fixture(params=sorted(TINY_TARGETS))
+def tiny_target(request) -> CausalLM:
+    return TINY_TARGETS[request.param]()
+
+
+@torch.inference_mode()
+def reference_greedy(target: CausalLM, prompt: list[int], new_tokens: int) -> list[int]:
+    """Plain greedy decoding with the model's own forward, no cache: the simplest possible reference."""
+    ids = list(prompt)
+    for _ in range(new_tokens):
+        logits = target.model(input_ids=torch.tensor([ids]), use_cache=False).logits[0, -1]
+        ids.append(int(logits.argmax()))
+    return ids[len(prompt):]
+
+
+# A prompt with repeats (so prompt lookup finds matches) and longer than the tiny Gemma 3 sliding window.
+PROMPT = [3, 17, 42, 8, 5, 17, 42, 8, 61, 9, 17, 42]
