@@ -387,3 +387,70 @@ def test_sampled_chain_depth2_is_lossless(config):
     res = run_mc(SampledChain(qparams), params, seed=101)
     assert_nontrivial(res, depth2=True)
     assert_lossless(res, params)
+
+
+# ---- case 2: sampled trees, several children per node, siblings with or without replacement -----------------------
+@pytest.mark.parametrize("replacement", [True, False], ids=["iid-siblings", "without-replacement"])
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_sampled_tree_is_lossless(config, replacement):
+    params, qparams = CONFIGS[config]
+    drafter = SampledTree(qparams, width=3, width2=2, replacement=replacement)
+    res = run_mc(drafter, params, seed=202 + replacement, n=N_TREE)
+    assert_nontrivial(res, depth2=True)
+    if replacement:  # i.i.d. siblings repeat tokens: duplicate candidates under one parent were really exercised
+        assert sum(c for toks, c in res.trees.items() if len(set(toks[:3])) < 3) > N_TREE // 10
+    assert_lossless(res, params)
+
+
+# ---- case 3: deterministic trees (top-k candidates, duplicates), sample-and-descend ----------------------------------
+def deterministic_tree(params: SamplingParams) -> FixedTree:
+    """Root children: the target's two most likely tokens plus a duplicate of the first; each of the first two
+    gets the two most likely continuations as children. Duplicates must not change the distribution."""
+    first = np.argsort(-exact_first(params))[:2].tolist()
+    tokens, parents = [first[0], first[1], first[0]], [-1, -1, -1]
+    for node, tok in enumerate(first):
+        nxt = np.argsort(-TARGET.probs((tok,), params).numpy())[:2].tolist()
+        tokens += nxt
+        parents += [node, node]
+    return FixedTree(tokens, parents)
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_deterministic_tree_with_duplicates_is_lossless(config):
+    params, _ = CONFIGS[config]
+    res = run_mc(deterministic_tree(params), params, seed=303, n=N_CHAIN)
+    assert_nontrivial(res, depth2=True)
+    assert_lossless(res, params)
+
+
+def test_greedy_descends_along_the_argmax():
+    tree = deterministic_tree(T1).tree
+    out = verify_tree(tree, target_logits_for(tree), SamplingParams(0.0))
+    expected_first = int(np.argmax(exact_first(T1)))
+    assert tree.tokens[out.accepted[0]] == expected_first  # the tree holds the argmax at depth 1 by construction
+    assert_valid_path(tree, out)
+    path = tuple(tree.tokens[i] for i in out.accepted)
+    assert out.bonus_token == int(TARGET.logits(path).argmax())
+
+
+# ---- negative controls: the same check catches wrong verifiers (so the tests above can fail) ----------------------
+def resample_from_target_on_rejection(tree, logits, params, gen):
+    """WRONG: after a rejected sampled draft, draws the bonus from the target instead of the residual."""
+    out = verify_tree(tree, logits, params, gen)
+    if out.accepted:
+        return out
+    return VerifyResult((), sample(logits_to_probs(logits[0], params), gen))
+
+
+def accept_first_child_always(tree, logits, params, gen):
+    """WRONG: trusts the drafter for the first token."""
+    first = tree.children[0][0]
+    return VerifyResult((first,), sample(logits_to_probs(logits[first + 1], params), gen))
+
+
+@pytest.mark.parametrize("wrong", [resample_from_target_on_rejection, accept_first_child_always])
+def test_check_detects_wrong_verifiers(wrong):
+    params, qparams = CONFIGS["t1"]
+    res = run_mc(SampledChain(qparams), params, seed=404, n=N_CHAIN, verifier=wrong)
+    worst = min(c.pvalue for c in distribution_checks(res, params))
+    assert worst < 1e-12, [str(c) for c in distribution_checks(res, params)]

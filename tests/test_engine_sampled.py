@@ -1,0 +1,85 @@
+"""Sampling through the whole engine: seeded reproducibility, and the distribution of the first tokens
+generate() emits with a sampled model drafter equals the target's own (seeded Monte Carlo, chi-square).
+
+False-failure rate: the seeds are fixed, so the test is deterministic; for an arbitrary seed a correct engine fails
+the chi-square check (alpha = 1e-4, cells with expected count < 5 pooled) with probability about 1e-4.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from conftest import tiny_llama
+from taskspec.drafters import ModelDrafter, NgramDrafter
+from taskspec.engine.decode import GenerationConfig, generate
+from taskspec.engine.sampling import SamplingParams, logits_to_probs
+
+SMALL_VOCAB = 8
+PROMPT = [1, 5, 2, 5, 2]
+ALPHA = 1e-4
+RUNS = 1500
+
+
+def peaked(target, scale: float = 25.0):
+    """A random tiny model's next-token distribution is almost uniform; scaling its head makes it peaked, so the
+    target and the drafter differ enough that a wrong acceptance rule shows in the counts."""
+    with torch.no_grad():
+        target.model.lm_head.weight.mul_(scale)
+    return target
+
+
+def exact_pair_distribution(target, prompt, params) -> np.ndarray:
+    """[V, V]: P(token 1 = a, token 2 = b) under the target's processed distribution, by enumeration."""
+    with torch.inference_mode():
+        first = logits_to_probs(target.model(input_ids=torch.tensor([prompt])).logits[0, -1], params)
+        out = np.zeros((SMALL_VOCAB, SMALL_VOCAB))
+        for a in range(SMALL_VOCAB):
+            if first[a] > 0:
+                second = logits_to_probs(target.model(input_ids=torch.tensor([prompt + [a]])).logits[0, -1], params)
+                out[a] = float(first[a]) * second.double().numpy()
+    return out
+
+
+def pooled_chi_square(counts: np.ndarray, probs: np.ndarray) -> float:
+    counts, probs = counts.ravel(), probs.ravel()
+    assert counts[probs <= 0].sum() == 0, "emitted a token outside the target's processed support"
+    support = probs > 0
+    obs, exp = counts[support].astype(float), probs[support] / probs[support].sum() * counts.sum()
+    order = np.argsort(exp)
+    obs, exp = obs[order], exp[order]
+    small = int(np.searchsorted(exp, 5.0))
+    while small and small < len(exp) and exp[:small].sum() < 5.0:
+        small += 1
+    if small:
+        obs = np.concatenate([[obs[:small].sum()], obs[small:]])
+        exp = np.concatenate([[exp[:small].sum()], exp[small:]])
+    return float(stats.chisquare(obs, exp).pvalue)
+
+
+@pytest.mark.parametrize("params", [SamplingParams(1.0), SamplingParams(0.9, top_k=4, top_p=0.9)],
+                         ids=["t1", "topk-topp"])
+def test_generate_with_sampled_model_drafter_keeps_target_distribution(params):
+    target, draft = peaked(tiny_llama(seed=0, vocab=SMALL_VOCAB)), peaked(tiny_llama(seed=1, vocab=SMALL_VOCAB))
+    drafter = ModelDrafter(draft, target, depth=2)
+    counts = np.zeros((SMALL_VOCAB, SMALL_VOCAB), np.int64)
+    steps = 0
+    for seed in range(RUNS):
+        result = generate(target, drafter, PROMPT, GenerationConfig(max_new_tokens=2, sampling=params, seed=seed,
+                                                                    stop_on_eos=False))
+        counts[result.token_ids[0], result.token_ids[1]] += 1
+        steps += result.stats.target_steps
+    assert RUNS < steps < 2 * RUNS, "drafts were never or always accepted: the test would not exercise the rule"
+    p = pooled_chi_square(counts, exact_pair_distribution(target, PROMPT, params))
+    assert p >= ALPHA, f"chi-square p = {p:.3g}"
+
+
+def test_sampling_is_reproducible_by_seed():
+    target = tiny_llama(seed=0)
+    drafter = NgramDrafter()
+    run = lambda seed: generate(target, drafter, [3, 17, 42, 8, 3, 17], GenerationConfig(  # noqa: E731
+        max_new_tokens=24, sampling=SamplingParams(1.0, top_p=0.95), seed=seed, stop_on_eos=False)).token_ids
+    assert run(7) == run(7)
+    assert run(7) != run(8)
