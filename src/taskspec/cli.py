@@ -16,7 +16,9 @@ DEFAULT_DRAFTER = "ngram"
 def _add_target(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=DEFAULT_TARGET,
                    help="model folder, .gguf file, local Hugging Face id, or 'embedded' (Gemma 3 270M; default)")
-    p.add_argument("--dtype", default="bf16", help="bf16 (default; fastest on AVX-512 bf16 CPUs), fp32 or fp16")
+    p.add_argument("--dtype", default="bf16", help="bf16 (default), fp32 or fp16")
+    p.add_argument("--no-kernel", action="store_true",
+                   help="use PyTorch's bf16 linear instead of taskspec's batch-invariant AVX2 kernel")
 
 
 def _add_sampling(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
@@ -42,7 +44,7 @@ def cmd_generate(args) -> int:
     from .models.target import load_target
 
     config = _generation_config(args)  # validate options before the slow model load
-    target = load_target(args.target, args.dtype)
+    target = load_target(args.target, args.dtype, use_kernel=not args.no_kernel)
     result = generate(target, build_drafter(args.drafter, target), args.prompt, config)
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
@@ -64,7 +66,7 @@ def cmd_bench(args) -> int:
     prompts = []
     for name in filter(None, args.dataset.split(",")):
         prompts += load_prompts(name, data_dir=args.data_dir, limit=args.limit)
-    target = load_target(args.target, args.dtype)
+    target = load_target(args.target, args.dtype, use_kernel=not args.no_kernel)
     return _run_and_report(target, prompts, methods, config, args.out, args)
 
 
@@ -78,7 +80,7 @@ def cmd_demo(args) -> int:
     prompts = [Prompt(id=f"demo/{name}", text=text, source="demo", meta={}) for name, text in DEMO_PROMPTS]
     print(f"Loading target {args.target!r} (the first run converts the embedded GGUF once, ~1-2 minutes)...",
           file=sys.stderr)
-    target = load_target(args.target, args.dtype)
+    target = load_target(args.target, args.dtype, use_kernel=not args.no_kernel)
     return _run_and_report(target, prompts, split_method_list(args.methods), config, args.out, args)
 
 

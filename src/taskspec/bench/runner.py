@@ -116,6 +116,7 @@ def _meta(target: CausalLM, prompts: list[Prompt], method_specs, config: Generat
         "target": target.name,
         "target_fingerprint": target.fingerprint,
         "dtype": str(target.dtype).removeprefix("torch."),
+        "linear_kernel": target.linear_kernel,
         "methods": list(method_specs),
         "datasets": sorted({p.source for p in prompts}),
         "prompts": len(prompts),

@@ -48,6 +48,7 @@ class CausalLM:
             not self.layer_types and window and getattr(self.config, "use_sliding_window", True)
         )
         self.sliding_window: int | None = int(window) if uses_window and window else None
+        self.linear_kernel = "torch"  # or "taskspec-bf16" once the target's linears are patched (models/target.py)
         self.fingerprint = fingerprint or {}
         self.fingerprint.update(
             name=name,
