@@ -67,22 +67,8 @@ class ModelDrafter:
     def _expand(self, frontier: list[int], tree: GrowingTree, root_position: int,
                 slot_of: dict[int, int]) -> torch.Tensor:
         """Feed the frontier nodes (each seeing the committed tokens and its own drafted ancestors)."""
-        committed = self.seen
-        drafted = cache_length(self.cache) - committed
-        past_mask = torch.zeros(len(frontier), committed + drafted, dtype=torch.bool)
-        past_mask[:, :committed] = True
-        for row, node in enumerate(frontier):
-            for ancestor in tree.ancestors(node):
-                past_mask[row, slot_of[ancestor]] = True
-        past_positions = torch.arange(committed + drafted)
-        for node, slot in slot_of.items():
-            past_positions[slot] = root_position + tree.depths[node]
-        offsets = torch.tensor([root_position + tree.depths[n] for n in frontier]) - (committed + drafted)
-        out = self.lm.forward(torch.tensor([tree.tokens[n] for n in frontier]), self.cache,
-                              tree_mask=torch.eye(len(frontier), dtype=torch.bool), position_offsets=offsets,
-                              past_mask=past_mask, past_positions=past_positions)
-        for row, node in enumerate(frontier):
-            slot_of[node] = committed + drafted + row
+        out = forward_frontier(self.lm, self.cache, self.seen, frontier, tree, slot_of, root_position,
+                               input_ids=torch.tensor([tree.tokens[n] for n in frontier]))
         return torch.log_softmax(self._fit(out.logits), -1)
 
     def _sampled_chain(self, root_logits: torch.Tensor, depth: int, context: DraftContext) -> DraftTree:
@@ -103,6 +89,33 @@ class ModelDrafter:
             return logits[..., : self.vocab_size]
         pad = logits.new_full((*logits.shape[:-1], self.vocab_size - logits.shape[-1]), float("-inf"))
         return torch.cat([logits, pad], dim=-1)
+
+
+def forward_frontier(lm: CausalLM, cache, committed: int, frontier: list[int], tree: GrowingTree,
+                     slot_of: dict[int, int], base_position: int, input_ids: torch.Tensor,
+                     inputs_embeds: torch.Tensor | None = None, logits: bool = True, want_hidden: bool = False):
+    """One drafter forward over the frontier nodes of a growing tree, on top of its own cache.
+
+    The cache holds `committed` real positions, then the slots of the nodes fed so far (`slot_of`, updated here).
+    Each frontier node sees every committed slot and its own drafted ancestors; node positions are
+    base_position + depth. input_ids: [f]; inputs_embeds: [f, hidden] or None.
+    """
+    drafted = cache_length(cache) - committed
+    past_mask = torch.zeros(len(frontier), committed + drafted, dtype=torch.bool)  # [f, past]
+    past_mask[:, :committed] = True
+    for row, node in enumerate(frontier):
+        for ancestor in tree.ancestors(node):
+            past_mask[row, slot_of[ancestor]] = True
+    past_positions = torch.arange(committed + drafted)  # [past]
+    for node, slot in slot_of.items():
+        past_positions[slot] = base_position + tree.depths[node]
+    offsets = torch.tensor([base_position + tree.depths[n] for n in frontier]) - (committed + drafted)
+    out = lm.forward(input_ids, cache, tree_mask=torch.eye(len(frontier), dtype=torch.bool), position_offsets=offsets,
+                     past_mask=past_mask, past_positions=past_positions, inputs_embeds=inputs_embeds,
+                     logit_rows=slice(None) if logits else None, want_hidden=want_hidden)
+    for row, node in enumerate(frontier):
+        slot_of[node] = committed + drafted + row
+    return out
 
 
 def check_same_vocabulary(draft_model: CausalLM, target: CausalLM) -> None:

@@ -82,16 +82,19 @@ class CausalLM:
         want_hidden: bool = False,
         past_mask: torch.Tensor | None = None,  # [n, past] bool: which cached slots each new token sees; None = all
         past_positions: torch.Tensor | None = None,  # [past] long: position held by each slot; None = slot index
+        inputs_embeds: torch.Tensor | None = None,  # [n, hidden]: used instead of embedding input_ids (EAGLE fusion)
     ) -> ForwardOutput:
-        n = input_ids.shape[0]
+        n = input_ids.shape[0] if inputs_embeds is None else inputs_embeds.shape[0]
         past = cache_length(cache)
         if position_offsets is None:
             position_offsets = torch.arange(n)
         if tree_mask is None:
             tree_mask = torch.ones(n, n, dtype=torch.bool).tril_()
         positions = position_offsets + past  # [n]
+        token_inputs = {"input_ids": input_ids.unsqueeze(0)} if inputs_embeds is None else {
+            "inputs_embeds": inputs_embeds.unsqueeze(0)}
         out = self.decoder(
-            input_ids=input_ids.unsqueeze(0),
+            **token_inputs,
             position_ids=positions.unsqueeze(0),
             attention_mask=self._attention_masks(tree_mask, positions, past, past_mask, past_positions),
             past_key_values=cache,

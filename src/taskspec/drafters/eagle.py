@@ -1,0 +1,196 @@
+"""Feature-level drafters (EAGLE-2 and HASS): one decoder layer over the target's own features.
+
+Architecture (the same for both kinds; they differ in training):
+
+    input at drafter position p:  fc([embed(x_{p+1}) ; f_p])        # [2·hidden] → [hidden]
+    one decoder layer of the target's family (+ its final norm)      # predicts f̂_{p+1}
+    head: the target's LM head restricted to the draft vocabulary   # f̂_{p+1} → logits of x_{p+2} over draft ids
+
+f_p is the target's final (normed) hidden state at position p, `embed` the target's frozen token embedding, and the
+head is the target's own output embedding rows for the draft vocabulary (frozen, not stored in the checkpoint), so
+a drafter costs one decoder layer plus a 32k-row head per step and ships as a few MB.
+
+During drafting, a node at depth d under the root (the last committed token, position T-1) is fed at position
+T-2+d with the predicted feature of its parent; the root's own prediction comes from the last committed pair.
+After each verification the drafter's cache is cropped back to the committed pairs and the real target features of
+the newly committed tokens replace the predicted ones.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..engine.cache import cache_length, crop, new_cache
+from ..engine.sampling import logits_to_probs
+from ..engine.tree import DraftTree
+from ..errors import DrafterError
+from ..models.causal_lm import CausalLM
+from .base import DraftContext
+from .model import forward_frontier
+from .tree_search import GrowingTree, grow_tree
+from .vocab import DraftVocab
+
+KINDS = ("eagle2", "hass")
+
+
+def body_config(target: CausalLM):
+    """The target's text config cut to one full-attention layer, with a dummy 1-token vocabulary (inputs are
+    embeddings and the head lives outside)."""
+    config = copy.deepcopy(target.config)
+    config.num_hidden_layers = 1
+    if getattr(config, "layer_types", None):
+        config.layer_types = ["full_attention"]
+    config.vocab_size = 1
+    config.pad_token_id = None
+    config.tie_word_embeddings = False
+    config.use_cache = True
+    return config
+
+
+class EagleModel(nn.Module):
+    """The trainable part: fusion layer + one decoder layer (with its final norm)."""
+
+    def __init__(self, config):
+        super().__init__()
+        from transformers import AutoModelForCausalLM
+
+        hidden = config.hidden_size
+        self.fc = nn.Linear(2 * hidden, hidden, bias=False)
+        self.body = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+        self.config = config
+
+    def fuse(self, token_embeds: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """[n, hidden] token embeddings and [n, hidden] features → [n, hidden] decoder inputs."""
+        return self.fc(torch.cat([token_embeds, features.to(token_embeds.dtype)], dim=-1))
+
+
+class EagleDrafter:
+    """Drafter protocol over an EagleModel, verified against `target`."""
+
+    needs_target_hidden = True
+
+    def __init__(self, model: EagleModel, vocab: DraftVocab, target: CausalLM, kind: str = "eagle2",
+                 depth: int = 6, top_k: int = 8, num_nodes: int = 24, name: str | None = None):
+        if kind not in KINDS:
+            raise DrafterError(f"feature drafter kind {kind!r}: expected one of {', '.join(KINDS)}")
+        if depth < 1 or top_k < 1 or num_nodes < 1:
+            raise DrafterError(f"{kind} drafter: depth, top_k and num_nodes must be >= 1, got {depth}, {top_k}, "
+                               f"{num_nodes}")
+        if vocab.target_vocab_size != target.vocab_size:
+            raise DrafterError(f"{kind} drafter: its draft vocabulary maps into {vocab.target_vocab_size} target ids "
+                               f"but target {target.name!r} has {target.vocab_size}")
+        if model.config.hidden_size != target.hidden_size:
+            raise DrafterError(f"{kind} drafter: hidden size {model.config.hidden_size} does not match target "
+                               f"{target.name!r} ({target.hidden_size})")
+        self.kind, self.depth, self.top_k, self.num_nodes = kind, depth, top_k, num_nodes
+        self.name = name or kind
+        self.model = model.eval()
+        self.lm = CausalLM(model.body, name=self.name)
+        self.vocab = vocab
+        self.target = target
+        self.embed = target.model.get_input_embeddings()  # frozen, shared with the target
+        head = target.lm_head.weight  # [target_vocab, hidden]
+        self.head_weight = head.detach()[vocab.d2t].contiguous()  # [draft_vocab, hidden]
+        self.softcap = target.softcap
+        self.reset([])
+
+    # ---- protocol ---------------------------------------------------------------------------------------------------
+    def reset(self, prompt_ids, target_hidden=None) -> None:
+        self.cache = new_cache()
+        self.features: list[torch.Tensor] = [] if target_hidden is None else [target_hidden]  # unfed rows
+        self.fed = 0  # drafter positions in self.cache (pairs (f_p, x_{p+1}) with p < fed)
+
+    def observe(self, committed, target_hidden=None) -> None:
+        if target_hidden is None:
+            raise DrafterError(f"{self.name} drafter needs the target's hidden states")
+        self.features.append(target_hidden)
+
+    @torch.inference_mode()
+    def propose(self, context: DraftContext) -> DraftTree:
+        depth = min(self.depth, context.max_depth)
+        tokens = context.tokens
+        if depth < 1 or len(tokens) < 2:
+            return DraftTree.empty()
+        root_hidden = self._feed_committed(tokens)  # [hidden]: predicted feature of the root position
+        try:
+            root_logits = self.logits(root_hidden[None])[0]  # [draft_vocab]
+            if self.top_k == 1 and not context.params.greedy:
+                return self._sampled_chain(root_logits, root_hidden, depth, context)
+            hidden_of: dict[int, torch.Tensor] = {}
+            slots: dict[int, int] = {}
+            base = len(tokens) - 2  # node at depth d sits at drafter position base + d
+            tree = grow_tree(torch.log_softmax(root_logits, -1),
+                             lambda frontier, grown: self._expand(frontier, grown, root_hidden, hidden_of, slots, base),
+                             depth, self.top_k, self.num_nodes)
+            return DraftTree(tuple(self.vocab.d2t[list(tree.tokens)].tolist()), tree.parents)
+        finally:
+            crop(self.cache, self.fed)
+
+    # ---- internals --------------------------------------------------------------------------------------------------
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[n, hidden] predicted features → [n, draft_vocab] float32 logits through the target's head rows."""
+        logits = (hidden.to(self.head_weight.dtype) @ self.head_weight.T).float()
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+    def _feed_committed(self, tokens: list[int]) -> torch.Tensor:
+        """Feed the pairs (f_p, x_{p+1}) not yet in the cache; return the last one's output (root prediction)."""
+        features = torch.cat(self.features) if self.features else torch.zeros(0, self.target.hidden_size)
+        end = len(tokens) - 1  # pairs p < end are known: f_p for p <= T-2 and x_{p+1} <= root
+        new = end - self.fed
+        if features.shape[0] != new:
+            raise DrafterError(f"{self.name} drafter: expected {new} new target feature rows, got {features.shape[0]}")
+        ids = torch.tensor(tokens[self.fed + 1 : end + 1])
+        embeds = self.model.fuse(self.embed(ids), features)  # [new, hidden]
+        out = self.lm.forward(ids, self.cache, logit_rows=None, want_hidden=True, inputs_embeds=embeds)
+        self.fed = end
+        self.features = []
+        return out.hidden[-1]
+
+    def _expand(self, frontier: list[int], tree: GrowingTree, root_hidden: torch.Tensor,
+                hidden_of: dict[int, torch.Tensor], slots: dict[int, int], base: int) -> torch.Tensor:
+        target_ids = self.vocab.d2t[[tree.tokens[n] for n in frontier]]  # [f]
+        parent_hidden = torch.stack([root_hidden if tree.parents[n] < 0 else hidden_of[tree.parents[n]]
+                                     for n in frontier])  # [f, hidden]
+        embeds = self.model.fuse(self.embed(target_ids), parent_hidden)
+        out = forward_frontier(self.lm, self.cache, self.fed, frontier, tree, slots, base, target_ids,
+                               inputs_embeds=embeds, logits=False, want_hidden=True)
+        for row, node in enumerate(frontier):
+            hidden_of[node] = out.hidden[row]
+        return torch.log_softmax(self.logits(out.hidden), -1)  # [f, draft_vocab]
+
+    def _sampled_chain(self, root_logits: torch.Tensor, root_hidden: torch.Tensor, depth: int,
+                       context: DraftContext) -> DraftTree:
+        """T > 0, top_k = 1: sample each draft from the drafter's processed distribution (residual rule)."""
+        tokens, rows = [], []
+        logits, hidden = root_logits, root_hidden
+        for step in range(depth):
+            draft_probs = logits_to_probs(logits, context.params)  # [draft_vocab]
+            draft_id = int(torch.multinomial(draft_probs, 1, generator=context.generator))
+            token = int(self.vocab.d2t[draft_id])
+            full = torch.zeros(self.vocab.target_vocab_size)
+            full[self.vocab.d2t] = draft_probs
+            tokens.append(token)
+            rows.append(full)
+            if step + 1 < depth:
+                ids = torch.tensor([token])
+                embeds = self.model.fuse(self.embed(ids), hidden[None])
+                out = self.lm.forward(ids, self.cache, logit_rows=None, want_hidden=True, inputs_embeds=embeds)
+                hidden = out.hidden[0]
+                logits = self.logits(hidden[None])[0]
+        return DraftTree.chain(tokens, torch.stack(rows))
+
+
+def random_drafter(target: CausalLM, kind: str = "eagle2", draft_vocab_size: int | None = None, seed: int = 0,
+                   **options) -> EagleDrafter:
+    """An untrained drafter (random weights) for tests and for training to start from."""
+    torch.manual_seed(seed)
+    model = EagleModel(body_config(target)).to(target.dtype)
+    size = draft_vocab_size or target.vocab_size
+    counts = torch.arange(target.vocab_size, 0, -1)  # without data: the lowest ids
+    vocab = DraftVocab.from_counts(counts, size, always=target.eos_token_ids)
+    return EagleDrafter(model, vocab, target, kind, **options)
