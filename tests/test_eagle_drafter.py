@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -88,3 +90,48 @@ def _prefill_hidden(target, prompt):
     from taskspec.engine.cache import new_cache
 
     return target.forward(torch.tensor(prompt[:-1]), new_cache(), logit_rows=None, want_hidden=True).hidden
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------------------------
+def test_checkpoint_round_trip_gives_identical_drafts(tmp_path):
+    from taskspec.drafters import build_drafter
+    from taskspec.drafters.checkpoint import save_drafter
+
+    target = tiny_gemma3()
+    drafter = random_drafter(target, kind="hass", draft_vocab_size=40, top_k=3, depth=3, num_nodes=6)
+    save_drafter(drafter, tmp_path / "ckpt")
+    save_drafter(drafter, tmp_path / "ckpt")  # overwriting an existing checkpoint is atomic and leaves no debris
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    loaded = build_drafter(f"hass:{tmp_path / 'ckpt'},top_k=3,depth=3,num_nodes=6", target)
+    assert torch.equal(loaded.vocab.d2t, drafter.vocab.d2t)
+    config = GenerationConfig(max_new_tokens=12, stop_on_eos=False)
+    assert generate(target, loaded, PROMPT, config).token_ids == generate(target, drafter, PROMPT, config).token_ids
+    drafter.reset(PROMPT, _prefill_hidden(target, PROMPT))
+    loaded.reset(PROMPT, _prefill_hidden(target, PROMPT))
+    ctx = DraftContext(list(PROMPT), SamplingParams(0.0), torch.Generator(), 3)
+    mine, theirs = drafter.propose(ctx), loaded.propose(ctx)
+    assert (mine.tokens, mine.parents) == (theirs.tokens, theirs.parents) and len(mine) > 0
+
+
+def test_bad_checkpoints_raise_clear_errors(tmp_path):
+    from taskspec.drafters import build_drafter
+    from taskspec.drafters.checkpoint import save_drafter
+
+    target = tiny_llama()
+    with pytest.raises(DrafterError, match="missing config.json"):
+        build_drafter(f"eagle2:{tmp_path / 'nowhere'}", target)
+    save_drafter(random_drafter(target, draft_vocab_size=30), tmp_path / "ok")
+    with pytest.raises(DrafterError, match="is a eagle2 drafter"):
+        build_drafter(f"hass:{tmp_path / 'ok'}", target)
+    with pytest.raises(DrafterError, match="trained for another target"):
+        build_drafter(f"eagle2:{tmp_path / 'ok'}", tiny_llama(vocab=50))
+    with pytest.raises(DrafterError, match="expected eagle2:PATH"):
+        build_drafter("eagle2", target)
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tmp_path / "ok", corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(DrafterError, match="corrupt weights"):
+        build_drafter(f"eagle2:{corrupt}", target)
+    (corrupt / "config.json").write_text("{not json")
+    with pytest.raises(DrafterError, match="unreadable config"):
+        build_drafter(f"eagle2:{corrupt}", target)

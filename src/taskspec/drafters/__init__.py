@@ -5,6 +5,7 @@
     ngram-tree[:k=v,...]          prompt lookup with up to 4 branches (same options)
     model:PATH[,k=v,...]          a standalone causal LM with the target's tokenizer (options: depth, top_k, num_nodes,
                                   dtype)
+    eagle2:PATH / hass:PATH       a feature-level drafter checkpoint (options: depth, top_k, num_nodes)
 """
 
 from __future__ import annotations
@@ -48,11 +49,24 @@ def _model(arg, options, target, spec) -> Drafter:
     return ModelDrafter(load_target(arg, dtype=dtype), target, **kwargs)
 
 
+def _feature(arg, options, target, spec) -> Drafter:
+    from .checkpoint import load_drafter
+
+    if not arg:
+        raise DrafterError(f"drafter {spec!r}: expected {spec.partition(':')[0]}:PATH (a drafter checkpoint folder)")
+    drafter = load_drafter(arg, target, **_ints(options, {"depth", "top_k", "num_nodes"}, spec))
+    if drafter.kind != spec.partition(":")[0]:
+        raise DrafterError(f"drafter {spec!r}: the checkpoint at {arg!r} is a {drafter.kind} drafter")
+    return drafter
+
+
 DRAFTERS: dict[str, Callable] = {
     "none": _none,
     "ngram": _ngram,
     "ngram-tree": lambda *a: _ngram(*a, branches=4),
     "model": _model,
+    "eagle2": _feature,
+    "hass": _feature,
 }
 
 
@@ -74,7 +88,7 @@ def build_drafter(spec: str, target: CausalLM) -> Drafter:
     if kind not in DRAFTERS:
         raise DrafterError(f"unknown drafter {spec!r}; expected one of: {', '.join(DRAFTERS)} "
                            "(e.g. none, ngram, ngram:depth=8, model:PATH)")
-    if arg and kind != "model":
+    if arg and kind not in ("model", "eagle2", "hass"):
         raise DrafterError(f"drafter {spec!r}: {kind} takes only key=value options, got {arg!r}")
     return DRAFTERS[kind](arg, options, target, spec)
 
