@@ -84,6 +84,37 @@ def cmd_demo(args) -> int:
     return _run_and_report(target, prompts, split_method_list(args.methods), config, args.out, args)
 
 
+def cmd_features(args) -> int:
+    from .data import load_prompts
+    from .models.target import load_target
+    from .train.features import build_feature_cache, examples_from_dataset, examples_from_target
+
+    prompts = []
+    for name in filter(None, args.data.split(",")):
+        prompts += load_prompts(name, data_dir=args.data_dir, limit=args.limit)
+    target = load_target(args.target, args.dtype, use_kernel=not args.no_kernel)
+    if target.tokenizer is None:
+        from .errors import TargetError
+
+        raise TargetError(f"target {args.target!r} has no tokenizer; features need text")
+    if args.source == "dataset":
+        examples = examples_from_dataset(target, prompts, args.max_tokens)
+    else:
+        examples = examples_from_target(target, prompts, args.max_tokens, args.max_new_tokens,
+                                        progress=not args.quiet)
+    if not examples:
+        from .errors import TaskspecError
+
+        raise TaskspecError(f"--data {args.data!r}: no example has a response to learn from")
+    manifest = build_feature_cache(target, examples, args.out, top_k=args.top_k,
+                                   examples_per_shard=args.examples_per_shard, progress=not args.quiet,
+                                   meta={"data": args.data, "source": args.source, "max_tokens": args.max_tokens})
+    tokens = sum(s["tokens"] for s in manifest["shards"])
+    print(f"{args.out}: {len(examples)} examples, {tokens} tokens in {len(manifest['shards'])} shards, "
+          f"{manifest['tokens_per_second_this_run']} tokens/s this run", file=sys.stderr)
+    return 0
+
+
 def _run_and_report(target, prompts, methods, config, out, args) -> int:
     from .bench.report import markdown_tables
     from .bench.runner import run_bench
@@ -133,6 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo.json")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
+    f = sub.add_parser("features", help="cache the target's hidden states and top-K logits over training texts")
+    _add_target(f)
+    f.add_argument("--data", required=True, help="dataset name(s), comma-separated (e.g. sharegpt,gsm8k:train), "
+                                                  "or a .jsonl with prompt and response")
+    f.add_argument("--data-dir", help="data folder (default: $TASKSPEC_DATA, else ../shared/data)")
+    f.add_argument("--limit", type=int, default=None, help="prompts per dataset (default: all)")
+    f.add_argument("--source", choices=["dataset", "target"], default="dataset",
+                   help="responses from the dataset, or the target's own greedy outputs (self-distillation)")
+    f.add_argument("--max-tokens", type=int, default=512, help="prompt + response tokens per example")
+    f.add_argument("--max-new-tokens", type=int, default=128, help="with --source target: output length")
+    f.add_argument("--top-k", type=int, default=10, help="target logits kept per token")
+    f.add_argument("--examples-per-shard", type=int, default=64)
+    f.add_argument("--out", required=True, help="feature folder (resumed if it exists)")
+    f.add_argument("--quiet", action="store_true")
+    f.set_defaults(func=cmd_features)
     return parser
 
 

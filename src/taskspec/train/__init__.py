@@ -1,0 +1,1 @@
+"""Training: feature caches, drafter training, checkpoints."""

@@ -1,0 +1,177 @@
+"""Feature cache: the target's hidden states and top-K logits over training texts, in resumable shards.
+
+Each example is a prompt and a response (a dataset's reference response, or the target's own greedy output for
+self-distillation). The target runs over prompt + response once; for every token we keep the final hidden state
+(bf16) and the K best logits with their ids, plus a loss mask that is 1 on response tokens only.
+
+Layout of DIR:
+    manifest.json               config (target fingerprint, K, source, data) and the list of finished shards
+    shard-00000.safetensors     input_ids [T] int32, loss_mask [T] uint8, hidden [T, H] bf16,
+                                topk_ids [T, K] int32, topk_logits [T, K] float32, offsets [E + 1] int64
+Shard s always holds examples [s·E, (s+1)·E) of the example list, so a run killed at any point and restarted
+writes exactly the same shards; shards and the manifest are written to temporary files and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..data import Prompt
+from ..engine.cache import new_cache
+from ..errors import TaskspecError
+from ..io_utils import write_json_atomic
+from ..models.causal_lm import CausalLM
+
+MANIFEST = "manifest.json"
+FORMAT = "taskspec-features"
+VERSION = 1
+HEAD_CHUNK = 64  # rows per LM-head call: [64, 262144] float32 logits = 64 MB
+
+
+class FeatureError(TaskspecError):
+    """A feature folder that does not match the request, or is damaged."""
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    prompt_ids: list[int]
+    response_ids: list[int]
+
+
+def examples_from_dataset(target: CausalLM, prompts: list[Prompt], max_tokens: int) -> list[Example]:
+    """Prompt + the dataset's reference response (rows without one are skipped), truncated to max_tokens."""
+    out = []
+    for prompt in prompts:
+        response = prompt.meta.get("response")
+        if not response:
+            continue
+        ids = target.tokenizer(prompt.text, add_special_tokens=True)["input_ids"]
+        response_ids = target.tokenizer("\n" + response, add_special_tokens=False)["input_ids"]
+        out.append(_truncated(prompt.id, ids, response_ids, max_tokens))
+    return [e for e in out if e.response_ids]
+
+
+def examples_from_target(target: CausalLM, prompts: list[Prompt], max_tokens: int, max_new_tokens: int,
+                         progress: bool = True) -> list[Example]:
+    """Prompt + the target's own greedy output (self-distillation), decoded losslessly with the ngram drafter."""
+    from ..drafters import NgramDrafter
+    from ..engine.decode import GenerationConfig, generate
+
+    out = []
+    config = GenerationConfig(max_new_tokens=max_new_tokens)
+    for prompt in tqdm(prompts, desc="target outputs", unit="prompt", disable=not progress):
+        ids = target.tokenizer(prompt.text, add_special_tokens=True)["input_ids"]
+        result = generate(target, NgramDrafter(), ids, config)
+        out.append(_truncated(prompt.id, ids, result.token_ids, max_tokens))
+    return [e for e in out if e.response_ids]
+
+
+def _truncated(example_id: str, prompt_ids: list[int], response_ids: list[int], max_tokens: int) -> Example:
+    prompt_ids = prompt_ids[: max(1, max_tokens // 2)]  # keep room for the response
+    return Example(example_id, prompt_ids, response_ids[: max_tokens - len(prompt_ids)])
+
+
+@torch.inference_mode()
+def example_features(target: CausalLM, example: Example, top_k: int) -> dict[str, torch.Tensor]:
+    """One example's tensors (see the module docstring), T = prompt + response tokens."""
+    ids = torch.tensor(example.prompt_ids + example.response_ids)  # [T]
+    out = target.forward(ids, new_cache(), logit_rows=None, want_hidden=True)
+    hidden = out.hidden  # [T, H]
+    values, indices = [], []
+    for start in range(0, len(ids), HEAD_CHUNK):
+        top = torch.topk(target.head(hidden[start : start + HEAD_CHUNK]), top_k, dim=-1)
+        values.append(top.values)
+        indices.append(top.indices)
+    mask = torch.zeros(len(ids), dtype=torch.uint8)
+    mask[len(example.prompt_ids):] = 1
+    return {"input_ids": ids.to(torch.int32), "loss_mask": mask, "hidden": hidden.to(torch.bfloat16),
+            "topk_ids": torch.cat(indices).to(torch.int32), "topk_logits": torch.cat(values).float()}
+
+
+def build_feature_cache(target: CausalLM, examples: list[Example], out_dir: str | Path, *, top_k: int = 10,
+                        examples_per_shard: int = 64, meta: dict | None = None, progress: bool = True) -> dict:
+    """Write (or finish) the feature cache in out_dir; returns the manifest."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = {"format": FORMAT, "version": VERSION, "target": target.fingerprint, "top_k": top_k,
+              "examples_per_shard": examples_per_shard, "num_examples": len(examples),
+              "example_ids_hash": _ids_hash(examples), **(meta or {})}
+    manifest = _load_or_start(out_dir, config)
+    done = {s["index"] for s in manifest["shards"]}
+    num_shards = -(-len(examples) // examples_per_shard)
+    total_tokens = sum(len(e.prompt_ids) + len(e.response_ids) for e in examples)
+    finished_tokens = sum(s["tokens"] for s in manifest["shards"])
+    bar = tqdm(total=total_tokens, initial=finished_tokens, desc="features", unit="tok", unit_scale=True,
+               disable=not progress)
+    start_time, fresh_tokens = time.perf_counter(), 0
+    for index in range(num_shards):
+        if index in done:
+            continue
+        batch = examples[index * examples_per_shard : (index + 1) * examples_per_shard]
+        parts = []
+        for example in batch:
+            parts.append(example_features(target, example, top_k))
+            n = len(parts[-1]["input_ids"])
+            fresh_tokens += n
+            bar.update(n)
+            bar.set_postfix_str(f"{fresh_tokens / (time.perf_counter() - start_time):.0f} tok/s")
+        tensors = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+        lengths = torch.tensor([0] + [len(p["input_ids"]) for p in parts])
+        tensors["offsets"] = torch.cumsum(lengths, 0)
+        name = f"shard-{index:05d}.safetensors"
+        tmp = out_dir / (name + ".tmp")
+        save_file(tensors, str(tmp))
+        tmp.replace(out_dir / name)
+        manifest["shards"].append({"index": index, "file": name, "examples": [e.id for e in batch],
+                                   "tokens": int(lengths.sum()),
+                                   "response_tokens": int(tensors["loss_mask"].sum())})
+        manifest["shards"].sort(key=lambda s: s["index"])
+        write_json_atomic(out_dir / MANIFEST, manifest)
+    bar.close()
+    manifest["complete"] = len(manifest["shards"]) == num_shards
+    manifest["tokens_per_second_this_run"] = round(fresh_tokens / max(time.perf_counter() - start_time, 1e-9), 1)
+    write_json_atomic(out_dir / MANIFEST, manifest)
+    return manifest
+
+
+def _ids_hash(examples: list[Example]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for e in examples:
+        digest.update(e.id.encode() + b"\0" + str(len(e.prompt_ids) + len(e.response_ids)).encode() + b"\n")
+    return digest.hexdigest()[:16]
+
+
+def _load_or_start(out_dir: Path, config: dict) -> dict:
+    path = out_dir / MANIFEST
+    if not path.exists():
+        if any(out_dir.glob("shard-*.safetensors")):
+            raise FeatureError(f"{out_dir}: holds shards but no {MANIFEST}; expected an empty folder or a cache "
+                               "written by `taskspec features`")
+        manifest = {"config": config, "shards": []}
+        write_json_atomic(path, manifest)
+        return manifest
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FeatureError(f"{path}: unreadable manifest ({exc})") from None
+    saved = manifest.get("config", {})
+    keys = ("format", "version", "target", "top_k", "examples_per_shard", "num_examples", "example_ids_hash")
+    different = [k for k in keys if saved.get(k) != config.get(k)]
+    if different:
+        raise FeatureError(f"{out_dir}: an existing feature cache was built with other settings ({', '.join(different)}"
+                           "); use another --out folder or delete this one")
+    for shard in manifest["shards"]:
+        if not (out_dir / shard["file"]).is_file():
+            raise FeatureError(f"{out_dir}: {shard['file']} is listed in the manifest but missing")
+    return manifest
