@@ -7,8 +7,8 @@ def markdown_tables(result: dict) -> str:
     """One table per dataset (and 'all'): method, τ, tokens/s, speedup, greedy match rate, time split per step."""
     out = []
     meta = result["meta"]
-    kernel = meta.get("linear_kernel", "torch")
-    out.append(f"target `{meta['target']}` ({meta['dtype']}, linear kernel {kernel}), {meta['prompts']} prompts, "
+    kernels = f"linear {meta.get('linear_kernel', 'torch')}, attention {meta.get('attention_kernel', 'sdpa')}"
+    out.append(f"target `{meta['target']}` ({meta['dtype']}; {kernels}), {meta['prompts']} prompts, "
                f"max_new_tokens {meta['max_new_tokens']}, temperature {meta['temperature']}")
     for dataset, table in result["summary"].items():
         out.append("")

@@ -117,6 +117,7 @@ def _meta(target: CausalLM, prompts: list[Prompt], method_specs, config: Generat
         "target_fingerprint": target.fingerprint,
         "dtype": str(target.dtype).removeprefix("torch."),
         "linear_kernel": target.linear_kernel,
+        "attention_kernel": target.attention_kernel,
         "methods": list(method_specs),
         "datasets": sorted({p.source for p in prompts}),
         "prompts": len(prompts),

@@ -16,6 +16,8 @@ The C++ source is compiled with the system C++ compiler (``$CXX``, else ``c++``/
 ``$TASKSPEC_CACHE/kernels`` (else ``~/.cache/taskspec/kernels``) the first time it is needed, then loaded with
 ctypes (about 2 s cold, milliseconds warm). It has a plain C ABI, so no Python or libtorch headers are needed;
 calls show up in torch.profiler as ``taskspec::bf16_linear``.
+The build and load machinery (``build_library``, ``load_kernel_library``) is shared with the other kernels
+(attention.py).
 ``TASKSPEC_NO_KERNEL=1`` disables it. Nothing here raises at import: ``kernel_available()`` says whether it can be
 used and ``kernel_unavailable_reason()`` why not.
 
@@ -89,24 +91,28 @@ def _compiler() -> str | None:
     return None
 
 
-def _build(compiler: str) -> Path:
-    """Compile the source once per (source, flags, compiler); safe when several processes build at once."""
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, " ".join(CXXFLAGS + LDFLAGS).encode(), compiler.encode(),
-                                     str(ABI_VERSION).encode()])).hexdigest()[:16]
+def build_library(source: Path, name: str, abi_version: int, compiler: str) -> Path:
+    """Compile one of taskspec's C++ kernels (``source``) into ``cache_dir()/<name>-<hash>.so`` unless it is there.
+
+    Keyed by (source, flags, compiler, ABI version); safe when several processes build at once (file lock, atomic
+    rename). Raises RuntimeError when the compiler fails or does not run.
+    """
+    source_bytes = Path(source).read_bytes()
+    key = hashlib.sha256(b"\0".join([source_bytes, " ".join(CXXFLAGS + LDFLAGS).encode(), compiler.encode(),
+                                     str(abi_version).encode()])).hexdigest()[:16]
     directory = cache_dir()
-    library = directory / f"bf16_linear-{key}.so"
+    library = directory / f"{name}-{key}.so"
     if library.exists():
         return library
     directory.mkdir(parents=True, exist_ok=True)
     import fcntl  # Linux only, like the rest of this module's build path
 
-    with open(directory / f"bf16_linear-{key}.lock", "w") as lock_file:
+    with open(directory / f"{name}-{key}.lock", "w") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)  # another process may be building the same file
         if library.exists():
             return library
-        tmp = directory / f".bf16_linear-{key}.{os.getpid()}.tmp.so"
-        cmd = [compiler, *CXXFLAGS, str(SOURCE), "-o", str(tmp), *LDFLAGS]
+        tmp = directory / f".{name}-{key}.{os.getpid()}.tmp.so"
+        cmd = [compiler, *CXXFLAGS, str(source), "-o", str(tmp), *LDFLAGS]
         try:
             result = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -120,9 +126,24 @@ def _build(compiler: str) -> Path:
     return library
 
 
-def _load() -> dict:
-    if os.environ.get(DISABLE_ENV, "").strip() not in ("", "0"):
-        return {"fn": None, "reason": f"disabled by {DISABLE_ENV}={os.environ[DISABLE_ENV]}", "path": None}
+def _build(compiler: str) -> Path:
+    """Compile bf16_linear.cpp once per (source, flags, compiler)."""
+    return build_library(SOURCE, "bf16_linear", ABI_VERSION, compiler)
+
+
+def load_kernel_library(source: Path, name: str, abi_version: int, setup, *, what: str,
+                        disable_envs: tuple[str, ...] = (DISABLE_ENV,)) -> dict:
+    """Build (on first use) and load a C++ kernel with a plain C ABI; never raises.
+
+    Checks, in order: the ``disable_envs`` switches, the CPU (x86-64 Linux with AVX2/FMA/F16C), a C++ compiler;
+    then builds ``source`` with ``build_library``, loads it with ctypes, checks that ``ts_<name>_abi_version()``
+    returns ``abi_version`` and calls ``setup(lib)`` (which declares argtypes and returns the entry point).
+    Returns ``{"fn": setup's result or None, "reason": None or why not, "path": the .so or None}``; a failed
+    build or load also emits a RuntimeWarning (``what`` names the kernel in the messages).
+    """
+    for env in disable_envs:
+        if os.environ.get(env, "").strip() not in ("", "0"):
+            return {"fn": None, "reason": f"disabled by {env}={os.environ[env]}", "path": None}
     problem = _cpu_problem()
     if problem:
         return {"fn": None, "reason": problem, "path": None}
@@ -130,19 +151,29 @@ def _load() -> dict:
     if compiler is None:
         return {"fn": None, "reason": "no C++ compiler found ($CXX, c++, g++)", "path": None}
     try:
-        path = _build(compiler)
+        path = build_library(source, name, abi_version, compiler)
         # torch is imported, so the library's libgomp.so.1 resolves to the OpenMP runtime torch already loaded.
         lib = ctypes.CDLL(str(path))
-        if lib.ts_bf16_linear_abi_version() != ABI_VERSION:
-            raise RuntimeError(f"{path} has ABI version {lib.ts_bf16_linear_abi_version()}, want {ABI_VERSION}")
-        fn = lib.ts_bf16_linear
-        fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int]
-        fn.restype = ctypes.c_int
+        got = getattr(lib, f"ts_{name}_abi_version")()
+        if got != abi_version:
+            raise RuntimeError(f"{path} has ABI version {got}, want {abi_version}")
+        fn = setup(lib)
     except Exception as exc:  # never raise from here: callers fall back to torch
-        reason = f"bf16 linear kernel unavailable: {exc}"
-        warnings.warn(reason, RuntimeWarning, stacklevel=3)
+        reason = f"{what} unavailable: {exc}"
+        warnings.warn(reason, RuntimeWarning, stacklevel=4)
         return {"fn": None, "reason": reason, "path": None}
     return {"fn": fn, "reason": None, "path": path}
+
+
+def _setup_linear(lib):
+    fn = lib.ts_bf16_linear
+    fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _load() -> dict:
+    return load_kernel_library(SOURCE, "bf16_linear", ABI_VERSION, _setup_linear, what="bf16 linear kernel")
 
 
 def _get_state() -> dict:

@@ -49,6 +49,7 @@ class CausalLM:
         )
         self.sliding_window: int | None = int(window) if uses_window and window else None
         self.linear_kernel = "torch"  # or "taskspec-bf16" once the target's linears are patched (models/target.py)
+        self.attention_kernel = "sdpa"  # or "taskspec-invariant" (batch-invariant attention, models/target.py)
         self.fingerprint = fingerprint or {}
         self.fingerprint.update(
             name=name,

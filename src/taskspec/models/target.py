@@ -45,9 +45,9 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
 def load_target(spec: str, dtype: str | torch.dtype = "bf16", check: bool = True, use_kernel: bool = True) -> CausalLM:
     """Load a causal LM for decoding. dtype defaults to bf16 (half the memory traffic of fp32).
 
-    In bf16, the linear layers use taskspec's batch-invariant AVX2 kernel when it is available (use_kernel, and
-    TASKSPEC_NO_KERNEL unset): verifying n tokens then reads the weights once instead of n times, and every row is
-    computed exactly as it would be alone, so bf16 greedy speculative output equals plain greedy output.
+    In bf16, the linear layers and attention use taskspec's batch-invariant AVX2 kernels when available (use_kernel,
+    and TASKSPEC_NO_KERNEL unset): verifying n tokens then reads the weights once instead of n times, and every row
+    is computed bitwise as it would be alone, so bf16 greedy speculative output equals plain greedy output.
     """
     torch_dtype = parse_dtype(dtype)
     spec = str(spec)
@@ -64,13 +64,19 @@ def load_target(spec: str, dtype: str | torch.dtype = "bf16", check: bool = True
         folder, fingerprint = spec, {"source": spec}
     target = _load_folder(folder, spec, torch_dtype, fingerprint)
     if use_kernel and torch_dtype == torch.bfloat16:
-        from ..kernels import kernel_available, kernel_unavailable_reason, patch_linears
+        from ..kernels import (attention_kernel_unavailable_reason, kernel_available, kernel_unavailable_reason,
+                               patch_linears, use_invariant_attention)
 
         if patch_linears(target.model):
             target.linear_kernel = "taskspec-bf16"
         elif not kernel_available():
             log.warning("bf16 linear kernel unavailable (%s); using PyTorch's, which costs ~n single steps to "
                         "verify n tokens on CPUs without native bf16", kernel_unavailable_reason())
+        if use_invariant_attention(target):
+            target.attention_kernel = "taskspec-invariant"
+        else:
+            log.warning("invariant attention unavailable (%s); bf16 tree verification may then differ from plain "
+                        "greedy decoding on near-ties", attention_kernel_unavailable_reason())
     if check:
         error = target.check_head_matches_model()
         if error > _HEAD_CHECK_TOLERANCE:
