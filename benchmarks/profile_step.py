@@ -60,7 +60,7 @@ def main() -> None:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         result = generate(target, drafter, prompt, config)
     s = result.stats
-    steps = s.target_steps
+    steps = s.target_steps - s.requests  # verification steps (the prefill emitted the first token)
     print(f"target {target.name} ({args.dtype}), drafter {args.drafter}, {s.new_tokens} tokens in {steps} steps, "
           f"τ {s.acceptance_length:.2f}, {s.draft_nodes / steps:.1f} draft nodes/step, "
           f"threads {torch.get_num_threads()}\n")

@@ -58,13 +58,14 @@ def test_oracle_drafts_keep_greedy_output(tiny_target, mode, tree):
     stats = result.stats
     assert stats.draft_nodes > 0
     if mode == "all":
-        assert stats.acceptance_length == 5.0  # depth 4 + bonus, every step
+        # prefill emits 1 token, then every step emits depth 4 + bonus (the last step what is left)
+        assert stats.target_steps == 1 + -(-(NEW - 1) // 5)
     elif mode == "none":
         assert stats.acceptance_length == 1.0 and sum(stats.accepted_per_depth) == 0
     else:
         # every draft at depths 1-2 is accepted (the last steps may draft fewer), never one deeper
         assert stats.accepted_per_depth == stats.reached_per_depth[:2]
-        assert stats.accepted_per_depth[0] >= stats.target_steps - 1
+        assert stats.accepted_per_depth[0] >= stats.target_steps - 2  # minus prefill and the last step
         assert len(stats.reached_per_depth) == 3
 
 
@@ -72,8 +73,12 @@ def test_accept_all_emits_depth_plus_bonus_per_step(tiny_target):
     expected = reference_greedy(tiny_target, PROMPT, NEW)
     result = generate(tiny_target, OracleDrafter(PROMPT, expected, tiny_target.vocab_size, depth=4), PROMPT, CONFIG)
     assert result.token_ids == expected
-    assert result.stats.target_steps == NEW // 5
-    assert result.stats.acceptance_length == 5.0
+    new = NEW + 1  # 41 = prefill's token + 8 full steps of 5
+    result = generate(tiny_target, OracleDrafter(PROMPT, reference_greedy(tiny_target, PROMPT, new),
+                                                 tiny_target.vocab_size, depth=4), PROMPT,
+                      GenerationConfig(max_new_tokens=new, stop_on_eos=False))
+    assert result.stats.target_steps == 1 + (new - 1) // 5
+    assert result.stats.accepted_per_depth == [(new - 1) // 5] * 4
 
 
 @pytest.mark.parametrize("drafter_name", ["none", "ngram", "ngram-tree", "self-chain", "self-tree", "noisy-tree"])

@@ -31,15 +31,21 @@ def peaked(target, scale: float = 25.0):
     return target
 
 
-def exact_pair_distribution(target, prompt, params) -> np.ndarray:
-    """[V, V]: P(token 1 = a, token 2 = b) under the target's processed distribution, by enumeration."""
+def exact_second_third_distribution(target, prompt, params) -> np.ndarray:
+    """[V, V]: P(token 2 = b, token 3 = c) under the target's processed distribution, by enumeration over token 1.
+
+    Token 1 comes from prefill; tokens 2 and 3 come from the first verification step (a depth-2 draft), so this is
+    the pair the drafter and the acceptance rule decide."""
+    def probs(ids):
+        return logits_to_probs(target.model(input_ids=torch.tensor([ids])).logits[0, -1], params).double().numpy()
+
+    out = np.zeros((SMALL_VOCAB, SMALL_VOCAB))
     with torch.inference_mode():
-        first = logits_to_probs(target.model(input_ids=torch.tensor([prompt])).logits[0, -1], params)
-        out = np.zeros((SMALL_VOCAB, SMALL_VOCAB))
-        for a in range(SMALL_VOCAB):
-            if first[a] > 0:
-                second = logits_to_probs(target.model(input_ids=torch.tensor([prompt + [a]])).logits[0, -1], params)
-                out[a] = float(first[a]) * second.double().numpy()
+        p1 = probs(prompt)
+        for a in np.flatnonzero(p1):
+            p2 = probs(prompt + [int(a)])
+            for b in np.flatnonzero(p2):
+                out[b] += p1[a] * p2[b] * probs(prompt + [int(a), int(b)])
     return out
 
 
@@ -67,12 +73,13 @@ def test_generate_with_sampled_model_drafter_keeps_target_distribution(params):
     counts = np.zeros((SMALL_VOCAB, SMALL_VOCAB), np.int64)
     steps = 0
     for seed in range(RUNS):
-        result = generate(target, drafter, PROMPT, GenerationConfig(max_new_tokens=2, sampling=params, seed=seed,
+        result = generate(target, drafter, PROMPT, GenerationConfig(max_new_tokens=4, sampling=params, seed=seed,
                                                                     stop_on_eos=False))
-        counts[result.token_ids[0], result.token_ids[1]] += 1
+        counts[result.token_ids[1], result.token_ids[2]] += 1
         steps += result.stats.target_steps
-    assert RUNS < steps < 2 * RUNS, "drafts were never or always accepted: the test would not exercise the rule"
-    p = pooled_chi_square(counts, exact_pair_distribution(target, PROMPT, params))
+    # prefill + at least one step; 2 steps per run if every depth-2 draft were accepted, 4 if none ever were
+    assert 2 * RUNS < steps < 4 * RUNS, "drafts were never or always accepted: the test would not exercise the rule"
+    p = pooled_chi_square(counts, exact_second_third_distribution(target, PROMPT, params))
     assert p >= ALPHA, f"chi-square p = {p:.3g}"
 
 

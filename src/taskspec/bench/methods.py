@@ -5,7 +5,8 @@
     hf-prompt-lookup[:N]                                 transformers `generate(prompt_lookup_num_tokens=N)`, N=10
 
 Every method returns the new tokens and a SpecStats. For the peers, target_steps counts the target's forward
-calls (their prefill emits the first token, so τ = new tokens / calls, 1.0 for plain generate).
+calls (their prefill emits the first token, as the engine's does, so τ = new tokens / calls, 1.0 for plain
+generate).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class HFGenerateMethod:
             hook.remove()
         elapsed = time.perf_counter() - start
         new = out[0, len(prompt_ids):].tolist()
-        stats = SpecStats(prompt_tokens=len(prompt_ids), new_tokens=len(new), target_steps=calls[0],
+        stats = SpecStats(requests=1, prompt_tokens=len(prompt_ids), new_tokens=len(new), target_steps=calls[0],
                           time_total=elapsed)
         return MethodRun(new, stats)
 

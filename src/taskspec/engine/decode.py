@@ -1,6 +1,7 @@
 """The decode loop: prefill → [propose → verify → commit]* → tokens, text and SpecStats.
 
-Cache invariant: the target's KV cache holds every committed token except the last one (the *root*). Each step
+Cache invariant: the target's KV cache holds every committed token except the last one (the *root*). Prefill runs
+the whole prompt and emits the first new token (a step with an empty tree), like any plain decoder. Each step
 sends [root, draft nodes...] through the target in one tree-masked pass; the root's row gives the distribution of
 depth-1 drafts, node i's row that of its children. After acceptance the cache is compacted to the root plus the
 accepted path and the bonus token becomes the new root. Plain decoding is the same loop with an empty tree.
@@ -19,6 +20,7 @@ from ..models.causal_lm import CausalLM
 from .cache import cache_length, keep_rows, new_cache
 from .sampling import SamplingParams
 from .stats import SpecStats
+from .tree import DraftTree
 from .verify import verify_tree
 
 
@@ -75,22 +77,27 @@ def generate(target: CausalLM, drafter: Drafter, prompt: str | list[int],
     if limit and len(ids) + config.max_new_tokens > limit:
         raise GenerationInputError(f"prompt of {len(ids)} tokens + max_new_tokens {config.max_new_tokens} exceeds the "
                                    f"target's context of {limit} positions; shorten the prompt or lower max_new_tokens")
-    stats = SpecStats(prompt_tokens=len(ids))
+    stats = SpecStats(requests=1, prompt_tokens=len(ids))
     generator = torch.Generator().manual_seed(config.seed)
     eos = target.eos_token_ids if config.stop_on_eos else set()
     hidden = drafter.needs_target_hidden
 
+    # Prefill is also the first verification step (of an empty tree rooted at the prompt's last token): it emits
+    # the first new token, which becomes the root, so the cache again holds every committed token but the root.
     cache = new_cache()
-    prefill_hidden = None
-    if len(ids) > 1:
-        prefill = target.forward(torch.tensor(ids[:-1]), cache, logit_rows=None, want_hidden=hidden)
-        prefill_hidden = prefill.hidden
-    drafter.reset(list(ids), prefill_hidden)
+    prefill = target.forward(torch.tensor(ids), cache, logit_rows=slice(-1, None), want_hidden=hidden)
+    first = verify_tree(DraftTree.empty(), prefill.logits, config.sampling, generator).bonus_token
+    drafter.reset(list(ids), prefill.hidden[:-1] if hidden else None)
+    drafter.observe([first], prefill.hidden[-1:] if hidden else None)
+    stats.record_step(0, 0)
+    tokens = [*ids, first]
+    output: list[int] = [first]
     stats.time_prefill = time.perf_counter() - start
+    stop = _stop_index(target, output, 1, eos, config.stop_strings)
+    if stop is not None:
+        output = output[:stop]
 
-    tokens = list(ids)
-    output: list[int] = []
-    while len(output) < config.max_new_tokens:
+    while stop is None and len(output) < config.max_new_tokens:
         root_slot = cache_length(cache)  # == len(tokens) - 1
         max_depth = config.max_new_tokens - len(output) - 1
         if limit:

@@ -12,13 +12,14 @@ def _add_lists(a: list[int], b: list[int]) -> list[int]:
 
 @dataclass
 class SpecStats:
+    requests: int = 0
     prompt_tokens: int = 0
     new_tokens: int = 0
-    target_steps: int = 0  # verification forwards of the target (prefill excluded)
+    target_steps: int = 0  # target forwards that emitted tokens: one prefill per request + the verification steps
     draft_nodes: int = 0  # draft tokens sent to verification, all steps
     accepted_per_depth: list[int] = field(default_factory=list)  # [d-1]: accepted draft tokens at depth d
     reached_per_depth: list[int] = field(default_factory=list)  # [d-1]: steps whose accepted path had a child at depth d
-    time_prefill: float = 0.0
+    time_prefill: float = 0.0  # the prompt's forward, which also emits the first new token
     time_draft: float = 0.0
     time_target: float = 0.0  # verification forwards
     time_accept: float = 0.0  # lossless acceptance (verify.py)
@@ -56,8 +57,9 @@ class SpecStats:
         return out
 
     def to_dict(self) -> dict:
-        steps = self.target_steps or 1
+        steps = max(self.target_steps - self.requests, 1)  # verification steps (prefills excluded)
         return {
+            "requests": self.requests,
             "acceptance_length": round(self.acceptance_length, 4),
             "tokens_per_second": round(self.tokens_per_second, 3),
             "new_tokens": self.new_tokens,
