@@ -59,3 +59,37 @@ def test_bench_runs_all_methods_side_by_side(target_fp32):
     assert table["ngram"]["acceptance_length"] > 1.0
     assert all(row["greedy_match_rate"] is not None for row in table.values())
     assert len(result["runs"]) == len(prompts) * len(methods)
+
+
+@pytest.fixture(scope="module")
+def target_bf16():
+    return load_target("embedded", dtype="bf16")
+
+
+def test_bf16_tree_drafts_equal_plain_greedy_with_invariant_kernels(target_bf16):
+    """The batch-invariant kernels make bf16 verification bitwise equal to single steps (docs/architecture.md)."""
+    from taskspec.demo_prompts import DEMO_PROMPTS
+
+    if target_bf16.linear_kernel == "torch" or target_bf16.attention_kernel == "sdpa":
+        pytest.skip("taskspec's kernels are unavailable here (no AVX2/FMA or no C++ compiler)")
+    config = GenerationConfig(max_new_tokens=48)
+    accepted = 0
+    for _, text in DEMO_PROMPTS[:3]:
+        plain = generate(target_bf16, NoDrafter(), text, config)
+        spec = generate(target_bf16, NgramDrafter(branches=4), text, config)
+        assert spec.token_ids == plain.token_ids
+        accepted += sum(spec.stats.accepted_per_depth)
+    assert accepted > 0
+
+
+def test_features_cli_writes_a_resumable_cache(tmp_path, capsys):
+    out = tmp_path / "features"
+    args = ["features", "--data", "gsm8k:train", "--limit", "2", "--max-tokens", "48", "--examples-per-shard", "1",
+            "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and len(manifest["shards"]) == 2
+    assert all(s["response_tokens"] > 0 for s in manifest["shards"])
+    assert main(args) == 0  # a finished cache is left as it is
+    assert main([*args[:-3], "--top-k", "5", "--out", str(out)]) == 2  # other settings: a clear error
+    assert "other settings" in capsys.readouterr().err

@@ -106,12 +106,33 @@ def cmd_features(args) -> int:
         from .errors import TaskspecError
 
         raise TaskspecError(f"--data {args.data!r}: no example has a response to learn from")
+    if args.shuffle_seed >= 0:  # interleave the datasets, so a partial cache is already a mix
+        import random
+
+        random.Random(args.shuffle_seed).shuffle(examples)
     manifest = build_feature_cache(target, examples, args.out, top_k=args.top_k,
                                    examples_per_shard=args.examples_per_shard, progress=not args.quiet,
                                    meta={"data": args.data, "source": args.source, "max_tokens": args.max_tokens})
     tokens = sum(s["tokens"] for s in manifest["shards"])
     print(f"{args.out}: {len(examples)} examples, {tokens} tokens in {len(manifest['shards'])} shards, "
           f"{manifest['tokens_per_second_this_run']} tokens/s this run", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .models.target import load_target
+    from .train.trainer import TrainConfig, train
+
+    mix = [float(w) for w in args.mix.split(",")] if args.mix else None
+    config = TrainConfig(kind=args.kind, steps=args.steps, seqs_per_step=args.seqs_per_step, lr=args.lr,
+                         warmup_steps=args.warmup_steps, draft_vocab_size=args.draft_vocab_size,
+                         token_weight=args.token_weight, hca_passes=args.hca_passes, save_every=args.save_every,
+                         eval_every=args.eval_every, seed=args.seed)
+    target = load_target(args.target, args.dtype, use_kernel=not args.no_kernel)
+    last = train(target, [d for d in args.features.split(",") if d], args.out, config, mix=mix,
+                 progress=not args.quiet)
+    print(f"{args.out}: step {last.get('step')}, loss {last.get('loss')}, held-out draft accuracy per depth "
+          f"{last.get('val_acc_per_depth')}", file=sys.stderr)
     return 0
 
 
@@ -176,9 +197,28 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--max-new-tokens", type=int, default=128, help="with --source target: output length")
     f.add_argument("--top-k", type=int, default=10, help="target logits kept per token")
     f.add_argument("--examples-per-shard", type=int, default=64)
+    f.add_argument("--shuffle-seed", type=int, default=0, help="order of the examples (-1: keep dataset order)")
     f.add_argument("--out", required=True, help="feature folder (resumed if it exists)")
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=cmd_features)
+    t = sub.add_parser("train", help="train an EAGLE-2 or HASS drafter on feature caches (resumable)")
+    _add_target(t)
+    t.add_argument("--kind", choices=["eagle2", "hass"], default="hass")
+    t.add_argument("--features", required=True, help="feature folder(s) from `taskspec features`, comma-separated")
+    t.add_argument("--mix", help="sampling weight per feature folder, comma-separated (default: equal)")
+    t.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds a run with the same options)")
+    t.add_argument("--steps", type=int, default=1000)
+    t.add_argument("--seqs-per-step", type=int, default=4)
+    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--warmup-steps", type=int, default=50)
+    t.add_argument("--draft-vocab-size", type=int, default=32768)
+    t.add_argument("--token-weight", type=float, default=0.1, help="weight of the token loss vs feature regression")
+    t.add_argument("--hca-passes", type=int, default=3, help="hass: passes of harmonized context alignment")
+    t.add_argument("--save-every", type=int, default=100)
+    t.add_argument("--eval-every", type=int, default=100)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_train)
     return parser
 
 

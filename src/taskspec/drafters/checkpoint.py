@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,8 +28,11 @@ CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 _MATCHED_FINGERPRINT_KEYS = ("architecture", "vocab_size", "hidden_size", "num_layers", "sha256")
 
 
-def save_drafter(drafter: EagleDrafter, folder: str | Path, extra: dict | None = None) -> Path:
-    """Write the drafter to `folder` (replaced as a whole: a temporary folder renamed into place)."""
+def save_drafter(drafter: EagleDrafter, folder: str | Path, extra: dict | None = None,
+                 extra_files: Callable[[Path], None] | None = None) -> Path:
+    """Write the drafter to `folder` (replaced as a whole: a temporary folder renamed into place).
+
+    extra_files(tmp_folder) may add files (e.g. the trainer's state) that must be replaced together with it."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -48,6 +52,8 @@ def save_drafter(drafter: EagleDrafter, folder: str | Path, extra: dict | None =
     try:
         save_file(tensors, str(tmp / WEIGHTS_FILE))
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
+        if extra_files is not None:
+            extra_files(tmp)
         if folder.exists():
             old = folder.with_name(folder.name + ".old")
             shutil.rmtree(old, ignore_errors=True)

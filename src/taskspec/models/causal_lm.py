@@ -73,7 +73,11 @@ class CausalLM:
 
     # ---- forward ------------------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def forward(
+    def forward(self, input_ids: torch.Tensor, cache: DynamicCache, *args, **kwargs) -> ForwardOutput:
+        """Inference forward: see `forward_with_grad` for the arguments."""
+        return self.forward_with_grad(input_ids, cache, *args, **kwargs)
+
+    def forward_with_grad(
         self,
         input_ids: torch.Tensor,  # [n] long: new tokens
         cache: DynamicCache,

@@ -1,0 +1,91 @@
+"""Training sequences from feature caches (train/features.py), mixed by weight, split into train and validation."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .features import MANIFEST, FeatureError
+
+
+@dataclass
+class Sequence:
+    """One example. T tokens: input_ids [T], loss_mask [T], hidden [T, H], topk_ids / topk_logits [T, K]."""
+
+    id: str
+    source: int  # index of the feature folder it came from
+    input_ids: torch.Tensor
+    loss_mask: torch.Tensor
+    hidden: torch.Tensor
+    topk_ids: torch.Tensor
+    topk_logits: torch.Tensor
+
+
+def load_feature_dirs(dirs: list[str | Path], target_fingerprint: dict | None = None) -> list[list[Sequence]]:
+    """All sequences of each folder (in manifest order). Refuses folders built for another target."""
+    from safetensors.torch import load_file
+
+    out = []
+    for index, folder in enumerate(Path(d) for d in dirs):
+        path = folder / MANIFEST
+        if not path.is_file():
+            raise FeatureError(f"--features {str(folder)!r}: no {MANIFEST}; expected a folder written by "
+                               "`taskspec features`")
+        manifest = json.loads(path.read_text())
+        saved = manifest["config"].get("target", {})
+        if target_fingerprint:
+            wrong = [k for k in ("architecture", "vocab_size", "hidden_size", "num_layers", "sha256")
+                     if k in saved and k in target_fingerprint and saved[k] != target_fingerprint[k]]
+            if wrong:
+                raise FeatureError(f"--features {str(folder)!r} was built with another target ({', '.join(wrong)})")
+        sequences = []
+        for shard in manifest["shards"]:
+            tensors = load_file(str(folder / shard["file"]))
+            offsets = tensors["offsets"].tolist()
+            for i, example_id in enumerate(shard["examples"]):
+                a, b = offsets[i], offsets[i + 1]
+                sequences.append(Sequence(example_id, index, tensors["input_ids"][a:b].long(),
+                                          tensors["loss_mask"][a:b].bool(), tensors["hidden"][a:b],
+                                          tensors["topk_ids"][a:b].long(), tensors["topk_logits"][a:b]))
+        if not sequences:
+            raise FeatureError(f"--features {str(folder)!r}: no finished shards yet")
+        out.append(sequences)
+    return out
+
+
+def split_validation(groups: list[list[Sequence]], fraction: float, seed: int) -> tuple[list[list[Sequence]],
+                                                                                      list[Sequence]]:
+    """Hold out `fraction` of each folder's sequences (at least one when a folder has two or more)."""
+    rng = random.Random(seed)
+    train, held_out = [], []
+    for group in groups:
+        order = list(range(len(group)))
+        rng.shuffle(order)
+        n_val = min(len(group) - 1, max(1, round(fraction * len(group)))) if fraction > 0 else 0
+        held_out += [group[i] for i in order[:n_val]]
+        train.append([group[i] for i in sorted(order[n_val:])])
+    return train, held_out
+
+
+def mixed_order(groups: list[list[Sequence]], weights: list[float] | None, count: int, seed: int) -> list[Sequence]:
+    """`count` sequences drawn with folder probabilities ∝ weights, each folder cycled in a seeded shuffled order.
+
+    Deterministic in (seed, count): a resumed run sees exactly the sequences an uninterrupted one would."""
+    weights = weights or [1.0] * len(groups)
+    if len(weights) != len(groups) or any(w < 0 for w in weights) or not sum(weights):
+        raise FeatureError(f"--mix {weights}: expected one non-negative weight per feature folder, not all zero")
+    rng = random.Random(seed)
+    orders = [list(range(len(g))) for g in groups]
+    for order in orders:
+        rng.shuffle(order)
+    cursor = [0] * len(groups)
+    out = []
+    for _ in range(count):
+        g = rng.choices(range(len(groups)), weights=weights)[0]
+        out.append(groups[g][orders[g][cursor[g] % len(orders[g])]])
+        cursor[g] += 1
+    return out

@@ -1,0 +1,250 @@
+"""Train a feature-level drafter (EAGLE-2 or HASS) on feature caches, resumably, with Hugging Face Accelerate.
+
+Drafter position p reads (f_p, x_{p+1}) and predicts the next feature f_{p+1} and the target's distribution over
+x_{p+2} (positions whose x_{p+2} is a response token count). Losses:
+
+- eagle2: smooth-L1 feature regression + token_weight · cross-entropy against the target's top-1 token; one pass.
+- hass:   the same regression + token_weight · top-K distillation (the target's K best logits, softmax over the
+          ones in the draft vocabulary) and harmonized context alignment: pass j feeds the drafter its own
+          predicted features, and each query sees, for the j-1 positions before it, the keys computed from
+          predicted features in earlier passes (as at draft depth j), and target-feature keys before those.
+
+Validation reports top-1 draft accuracy per depth (pass j ≈ depth j) on held-out sequences for both kinds.
+The checkpoint folder is written atomically every `save_every` steps together with the optimizer state; a killed
+run restarted with the same command resumes and continues the same loss curve.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..drafters.checkpoint import load_drafter, save_drafter
+from ..drafters.eagle import KINDS, EagleDrafter, EagleModel, body_config
+from ..drafters.vocab import DraftVocab
+from ..engine.cache import new_cache
+from ..errors import TaskspecError
+from ..models.causal_lm import CausalLM
+from .data import Sequence, load_feature_dirs, mixed_order, split_validation
+
+STATE_FILE = "train_state.pt"
+LOG_FILE = "train_log.jsonl"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    kind: str = "eagle2"
+    steps: int = 1000
+    seqs_per_step: int = 4
+    lr: float = 5e-4
+    warmup_steps: int = 50
+    max_grad_norm: float = 1.0
+    draft_vocab_size: int = 32768
+    feature_weight: float = 1.0
+    token_weight: float = 0.1
+    hca_passes: int = 3  # hass only; eagle2 trains one pass
+    eval_depths: int = 3
+    eval_sequences: int = 32
+    val_fraction: float = 0.02
+    save_every: int = 100
+    eval_every: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise TaskspecError(f"--kind {self.kind!r}: expected one of {', '.join(KINDS)}")
+        for name in ("steps", "seqs_per_step", "draft_vocab_size", "hca_passes", "eval_depths", "save_every",
+                     "eval_every"):
+            if getattr(self, name) < 1:
+                raise TaskspecError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def passes(self) -> int:
+        return self.hca_passes if self.kind == "hass" else 1
+
+
+class DraftLoss:
+    """Forward passes and losses of one sequence; shared by training and validation."""
+
+    def __init__(self, model: EagleModel, target: CausalLM, vocab: DraftVocab, config: TrainConfig):
+        self.model, self.config, self.vocab = model, config, vocab
+        self.lm = CausalLM(model.body, name="drafter-body")
+        self.embed = target.model.get_input_embeddings()
+        self.head_weight = target.lm_head.weight.detach()[vocab.d2t].float()  # [draft_vocab, hidden], frozen
+
+    def __call__(self, seq: Sequence, passes: int) -> tuple[torch.Tensor, list[float], int]:
+        """Returns (mean loss over passes, top-1 accuracy per pass, number of counted positions)."""
+        T = seq.input_ids.shape[0]
+        n = T - 2  # positions p = 0 .. T-3
+        if n < 1:
+            return torch.zeros(()), [], 0
+        with torch.no_grad():
+            embeds = self.embed(seq.input_ids[1 : T - 1]).float()  # [n, H]: x_{p+1}
+        target_feats = seq.hidden[1 : T - 1].float()  # [n, H]: f_{p+1}
+        counted = seq.loss_mask[2:T]  # [n]: x_{p+2} is a response token
+        top_draft = self.vocab.to_draft(seq.topk_ids[1 : T - 1])  # [n, K]; -1 = not draftable
+        label = top_draft[:, 0]  # the target's greedy token, in draft ids
+        soft = torch.where(top_draft >= 0, seq.topk_logits[1 : T - 1].float(), -torch.inf).softmax(-1)
+        soft = torch.nan_to_num(soft)  # rows with nothing draftable
+        feats = seq.hidden[: n].float()  # [n, H]: f_p, pass 1
+        cache = new_cache()
+        position = torch.arange(n)
+        total, accuracy = torch.zeros(()), []
+        for j in range(1, passes + 1):
+            inputs = self.model.fuse(embeds, feats)
+            if j == 1:
+                out = self.lm.forward_with_grad(seq.input_ids[:n], cache, logit_rows=None, want_hidden=True,
+                                                inputs_embeds=inputs)
+            else:  # query p sees key (p', pass m) with m = max(1, j - (p - p')), p' <= p
+                distance = position[:, None] - position[None, :]  # [n, n]
+                past_mask = torch.cat([(distance >= 0) & (torch.clamp(j - distance, min=1) == m)
+                                       for m in range(1, j)], dim=1)  # [n, (j-1)·n]
+                out = self.lm.forward_with_grad(seq.input_ids[:n], cache, tree_mask=torch.eye(n, dtype=torch.bool),
+                                                position_offsets=position - (j - 1) * n, logit_rows=None,
+                                                want_hidden=True, past_mask=past_mask, inputs_embeds=inputs)
+            predicted = out.hidden  # [n, H]: f̂_{p+1}
+            logits = predicted @ self.head_weight.T  # [n, draft_vocab]
+            valid = counted & (position >= j - 1)
+            if not valid.any():
+                break
+            reg = F.smooth_l1_loss(predicted, target_feats, reduction="none").mean(-1)
+            if self.config.kind == "hass":
+                logp = torch.log_softmax(logits, -1).gather(1, top_draft.clamp_min(0))  # [n, K]
+                token = -(soft * logp).sum(-1)
+            else:
+                token = F.cross_entropy(logits, label.clamp_min(0), reduction="none") * (label >= 0)
+            per_position = self.config.feature_weight * reg + self.config.token_weight * token
+            total = total + per_position[valid].mean()
+            accuracy.append(float((logits.argmax(-1) == label)[valid & (label >= 0)].float().mean()))
+            feats = torch.cat([seq.hidden[:1].float(), predicted[:-1]])  # pass j+1 reads its own predictions
+        return total / max(len(accuracy), 1), accuracy, int(counted.sum())
+
+
+def vocab_from_features(groups: list[list[Sequence]], target: CausalLM, size: int) -> DraftVocab:
+    """The most frequent tokens of the training data (response and prompt), plus EOS."""
+    counts = torch.zeros(target.vocab_size, dtype=torch.long)
+    for group in groups:
+        for seq in group:
+            counts += torch.bincount(seq.input_ids, minlength=target.vocab_size)
+    return DraftVocab.from_counts(counts, size, always=target.eos_token_ids)
+
+
+def train(target: CausalLM, feature_dirs: list[str], out: str | Path, config: TrainConfig,
+          mix: list[float] | None = None, progress: bool = True) -> dict:
+    """Train (or resume) a drafter into `out`; returns the last log entry."""
+    from accelerate import Accelerator
+
+    out = Path(out)
+    groups = load_feature_dirs(feature_dirs, target.fingerprint)
+    train_groups, held_out = split_validation(groups, config.val_fraction, config.seed)
+    held_out = held_out[: config.eval_sequences]
+    resumed = (out / STATE_FILE).is_file()
+    if resumed:
+        drafter = load_drafter(out, target)
+        state = torch.load(out / STATE_FILE, weights_only=False)
+        if state["config"] != asdict(config) or state["feature_dirs"] != [str(d) for d in feature_dirs]:
+            raise TaskspecError(f"{out}: a training run with other settings is checkpointed here; use another --out "
+                                "or the same options to resume it")
+        model, vocab = drafter.model.float(), drafter.vocab
+        model.load_state_dict(state["model"])  # the fp32 master weights (the checkpoint itself is bf16)
+    else:
+        torch.manual_seed(config.seed)
+        model = EagleModel(body_config(target)).float()
+        vocab = vocab_from_features(train_groups, target, config.draft_vocab_size)
+        state = None
+    model.train()
+    loss_fn = DraftLoss(model, target, vocab, config)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config))
+    accelerator = Accelerator(cpu=True)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    step, log = 0, []
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        step, log = state["step"], state["log"]
+        random.setstate(state["python_rng"])
+        torch.set_rng_state(state["torch_rng"])
+    order = mixed_order(train_groups, mix, config.steps * config.seqs_per_step, config.seed)
+    bar = tqdm(total=config.steps, initial=step, desc=f"train {config.kind}", unit="step", disable=not progress)
+    while step < config.steps:
+        batch = order[step * config.seqs_per_step : (step + 1) * config.seqs_per_step]
+        mine = batch[accelerator.process_index :: accelerator.num_processes]
+        optimizer.zero_grad()
+        losses, accs = [], []
+        for seq in mine:
+            loss, acc, _ = loss_fn(seq, config.passes)
+            accelerator.backward(loss / len(mine))
+            losses.append(float(loss.detach()))
+            accs.append(acc[0] if acc else 0.0)
+        accelerator.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        step += 1
+        entry = {"step": step, "loss": round(sum(losses) / max(len(losses), 1), 5),
+                 "train_acc_depth1": round(sum(accs) / max(len(accs), 1), 4), "lr": schedule.get_last_lr()[0]}
+        if step % config.eval_every == 0 or step == config.steps:
+            entry["val_acc_per_depth"] = evaluate(loss_fn, held_out, config.eval_depths)
+        log.append(entry)
+        bar.update()
+        bar.set_postfix(loss=entry["loss"], acc=entry["train_acc_depth1"])
+        if accelerator.is_main_process and (step % config.save_every == 0 or step == config.steps):
+            _save(accelerator.unwrap_model(model), vocab, target, out, config, feature_dirs, optimizer, schedule,
+                  step, log, mix)
+    bar.close()
+    return log[-1] if log else {}
+
+
+@torch.no_grad()
+def evaluate(loss_fn: DraftLoss, sequences: list[Sequence], depths: int) -> list[float]:
+    """Top-1 draft accuracy per depth on held-out sequences, weighted by counted positions."""
+    was_training = loss_fn.model.training
+    loss_fn.model.eval()
+    totals, weights = [0.0] * depths, [0] * depths
+    for seq in sequences:
+        _, acc, count = loss_fn(seq, depths)
+        for d, a in enumerate(acc):
+            if not math.isnan(a):
+                totals[d] += a * count
+                weights[d] += count
+    loss_fn.model.train(was_training)
+    return [round(t / w, 4) if w else 0.0 for t, w in zip(totals, weights)]
+
+
+def _lr_factor(step: int, config: TrainConfig) -> float:
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _save(model, vocab, target, out, config, feature_dirs, optimizer, schedule, step, log, mix) -> None:
+    drafter = EagleDrafter(_bf16_copy(model), vocab, target, config.kind)
+    state = {"config": asdict(config), "feature_dirs": [str(d) for d in feature_dirs], "step": step, "log": log,
+             "model": model.state_dict(),
+             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+             "python_rng": random.getstate(), "torch_rng": torch.get_rng_state()}
+
+    def write_state(folder: Path) -> None:
+        torch.save(state, folder / STATE_FILE)
+        (folder / LOG_FILE).write_text("".join(json.dumps(e) + "\n" for e in log))
+
+    save_drafter(drafter, out, extra={"train_step": step, "train_config": asdict(config), "mix": mix,
+                                      "features": [str(d) for d in feature_dirs],
+                                      "last": log[-1] if log else None},
+                 extra_files=write_state)
+
+
+def _bf16_copy(model: EagleModel) -> EagleModel:
+    """Checkpoints are stored in bf16 for inference; train_state.pt keeps the fp32 master weights for resuming."""
+    import copy
+
+    return copy.deepcopy(model).to(torch.bfloat16).eval()

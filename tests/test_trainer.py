@@ -1,0 +1,85 @@
+"""Drafter training: losses fall, resume after a kill continues the same loss curve, checkpoints load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_llama
+from taskspec.drafters import build_drafter
+from taskspec.engine.decode import GenerationConfig, generate
+from taskspec.errors import TaskspecError
+from taskspec.train import trainer as trainer_module
+from taskspec.train.features import Example, build_feature_cache
+from taskspec.train.trainer import TrainConfig, train
+
+# repetitive sequences a drafter can learn quickly
+EXAMPLES = [Example(f"ex{i}", [1, 2 + i % 5], [(3 * k + i) % 11 + 3 for k in range(14)]) for i in range(24)]
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory):
+    target = tiny_llama()
+    folder = tmp_path_factory.mktemp("features")
+    build_feature_cache(target, EXAMPLES, folder, top_k=5, examples_per_shard=8, progress=False)
+    return target, str(folder)
+
+
+@pytest.mark.parametrize("kind", ["eagle2", "hass"])
+def test_training_learns_and_saves_a_loadable_drafter(features, tmp_path, kind):
+    target, folder = features
+    config = TrainConfig(kind=kind, steps=30, seqs_per_step=2, lr=3e-3, warmup_steps=2, draft_vocab_size=40,
+                         save_every=15, eval_every=15, val_fraction=0.1, token_weight=1.0)
+    last = train(target, [folder], tmp_path / "ckpt", config, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "ckpt" / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 30 and last["step"] == 30
+    assert sum(e["loss"] for e in log[-5:]) < sum(e["loss"] for e in log[:5])  # it learns
+    assert len(last["val_acc_per_depth"]) == 3
+    drafter = build_drafter(f"{kind}:{tmp_path / 'ckpt'},top_k=2,depth=3,num_nodes=4", target)
+    assert len(drafter.vocab) == 40
+    prompt = EXAMPLES[0].prompt_ids + EXAMPLES[0].response_ids[:4]
+    config = GenerationConfig(max_new_tokens=12, stop_on_eos=False)
+    assert generate(target, drafter, prompt, config).token_ids == generate(
+        target, build_drafter("none", target), prompt, config).token_ids
+
+
+def test_resume_after_kill_continues_the_same_loss_curve(features, tmp_path, monkeypatch):
+    target, folder = features
+    config = TrainConfig(kind="hass", steps=6, seqs_per_step=2, warmup_steps=1, draft_vocab_size=40, save_every=3,
+                         eval_every=3, hca_passes=2)
+    train(target, [folder], tmp_path / "whole", config, progress=False)
+
+    real, calls = trainer_module.DraftLoss.__call__, [0]
+
+    def dying(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 9:  # inside step 5 (2 sequences per step; evaluation at step 3 ran 2 more)
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.DraftLoss, "__call__", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(target, [folder], tmp_path / "resumed", config, progress=False)
+    monkeypatch.setattr(trainer_module.DraftLoss, "__call__", real)
+    train(target, [folder], tmp_path / "resumed", config, progress=False)
+    whole = (tmp_path / "whole" / "train_log.jsonl").read_text()
+    resumed = (tmp_path / "resumed" / "train_log.jsonl").read_text()
+    assert [json.loads(x)["loss"] for x in resumed.splitlines()] == [json.loads(x)["loss"] for x in whole.splitlines()]
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(tmp_path / "resumed" /
+                                                                                    "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_other_settings_refuse_to_resume(features, tmp_path):
+    target, folder = features
+    train(target, [folder], tmp_path / "ckpt", TrainConfig(steps=2, seqs_per_step=1, draft_vocab_size=40,
+                                                            save_every=1), progress=False)
+    with pytest.raises(TaskspecError, match="other settings"):
+        train(target, [folder], tmp_path / "ckpt", TrainConfig(steps=3, seqs_per_step=1, draft_vocab_size=40,
+                                                                save_every=1), progress=False)
+    with pytest.raises(TaskspecError, match="kind"):
+        TrainConfig(kind="medusa")
