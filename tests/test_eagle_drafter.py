@@ -125,7 +125,7 @@ def test_bad_checkpoints_raise_clear_errors(tmp_path):
         build_drafter(f"hass:{tmp_path / 'ok'}", target)
     with pytest.raises(DrafterError, match="trained for another target"):
         build_drafter(f"eagle2:{tmp_path / 'ok'}", tiny_llama(vocab=50))
-    with pytest.raises(DrafterError, match="expected eagle2:PATH"):
+    with pytest.raises(DrafterError, match="no eagle2 drafter ships for target"):
         build_drafter("eagle2", target)
     corrupt = tmp_path / "corrupt"
     shutil.copytree(tmp_path / "ok", corrupt)

@@ -10,7 +10,7 @@ import sys
 from .errors import TaskspecError
 
 DEFAULT_TARGET = "embedded"
-DEFAULT_DRAFTER = "ngram"
+DEFAULT_DRAFTER = "auto"
 
 
 def _add_target(p: argparse.ArgumentParser) -> None:
@@ -158,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="decode one prompt")
     _add_target(g)
     g.add_argument("--drafter", default=DEFAULT_DRAFTER,
-                   help="none | ngram[:depth=N,...] | ngram-tree | model:PATH[,depth=N,top_k=K] (default: ngram)")
+                   help="auto (default: the drafter shipped for the target, else ngram) | none | ngram[:depth=N,...] | "
+                        "ngram-tree | model:PATH[,depth=N,top_k=K] | eagle2[:PATH] | hass[:PATH][,depth=N,top_k=K,"
+                        "num_nodes=M]")
     g.add_argument("--prompt", required=True)
     _add_sampling(g, 128)
     g.add_argument("--stop", action="append", help="stop string (repeatable)")
@@ -170,9 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dataset", required=True, help="dataset name(s), comma-separated, or a .jsonl path")
     b.add_argument("--data-dir", help="data folder (default: $TASKSPEC_DATA, else ../shared/data)")
     b.add_argument("--limit", type=int, default=20, help="prompts per dataset (default 20)")
-    b.add_argument("--methods", nargs="+", default=["none,ngram,hf-generate,hf-prompt-lookup"],
-                   help="comma/space separated: none, ngram[:opts], ngram-tree, model:PATH, hf-generate, "
-                        "hf-prompt-lookup[:N]")
+    b.add_argument("--methods", nargs="+", default=["none,ngram,auto,hf-generate,hf-prompt-lookup"],
+                   help="comma/space separated: none, auto, ngram[:opts], ngram-tree, model:PATH, eagle2[:PATH], "
+                        "hass[:PATH], hf-generate, hf-prompt-lookup[:N]")
     _add_sampling(b, 128)
     b.add_argument("--out", help="write the full result (JSON) here")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -180,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="decode a few example prompts with each method and print the table")
     _add_target(d)
-    d.add_argument("--methods", nargs="+", default=["none,ngram,ngram-tree"])
+    d.add_argument("--methods", nargs="+", default=["none,ngram,eagle2,hass"],
+                   help="methods as in `bench` (default: none, ngram and the two shipped drafters)")
     _add_sampling(d, 96)
     d.add_argument("--out", default="runs/demo.json")
     d.add_argument("--quiet", action="store_true")

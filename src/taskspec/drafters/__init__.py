@@ -5,7 +5,9 @@
     ngram-tree[:k=v,...]          prompt lookup with up to 4 branches (same options)
     model:PATH[,k=v,...]          a standalone causal LM with the target's tokenizer (options: depth, top_k, num_nodes,
                                   dtype)
-    eagle2:PATH / hass:PATH       a feature-level drafter checkpoint (options: depth, top_k, num_nodes)
+    eagle2[:PATH] / hass[:PATH]   a feature-level drafter checkpoint (options: depth, top_k, num_nodes); without
+                                  PATH, the one shipped for the target (drafters/shipped/)
+    auto                          the best shipped drafter for the target (hass, then eagle2), else ngram
 """
 
 from __future__ import annotations
@@ -51,16 +53,34 @@ def _model(arg, options, target, spec) -> Drafter:
 
 def _feature(arg, options, target, spec) -> Drafter:
     from .checkpoint import load_drafter
+    from .shipped import SHIPPED_DIR, shipped_drafters
 
+    kind = spec.partition(":")[0].strip()
     if not arg:
-        raise DrafterError(f"drafter {spec!r}: expected {spec.partition(':')[0]}:PATH (a drafter checkpoint folder)")
+        shipped = shipped_drafters(target)
+        if kind not in shipped:
+            raise DrafterError(f"drafter {spec!r}: no {kind} drafter ships for target {target.name!r} (shipped ones "
+                               f"in {SHIPPED_DIR} fit the embedded target); train one with `taskspec train --kind "
+                               f"{kind}` and pass {kind}:PATH")
+        arg = str(shipped[kind])
     drafter = load_drafter(arg, target, **_ints(options, {"depth", "top_k", "num_nodes"}, spec))
-    if drafter.kind != spec.partition(":")[0]:
+    if drafter.kind != kind:
         raise DrafterError(f"drafter {spec!r}: the checkpoint at {arg!r} is a {drafter.kind} drafter")
     return drafter
 
 
+def _auto(arg, options, target, spec) -> Drafter:
+    from .shipped import auto_drafter_spec
+
+    _ints(options, set(), spec)
+    chosen = auto_drafter_spec(target)
+    drafter = build_drafter(chosen, target)
+    drafter.name = f"auto={chosen.partition(':')[0]}"
+    return drafter
+
+
 DRAFTERS: dict[str, Callable] = {
+    "auto": _auto,
     "none": _none,
     "ngram": _ngram,
     "ngram-tree": lambda *a: _ngram(*a, branches=4),
@@ -87,7 +107,7 @@ def build_drafter(spec: str, target: CausalLM) -> Drafter:
     kind, arg, options = parse_drafter_spec(spec)
     if kind not in DRAFTERS:
         raise DrafterError(f"unknown drafter {spec!r}; expected one of: {', '.join(DRAFTERS)} "
-                           "(e.g. none, ngram, ngram:depth=8, model:PATH)")
+                           "(e.g. auto, none, ngram, ngram:depth=8, model:PATH, hass)")
     if arg and kind not in ("model", "eagle2", "hass"):
         raise DrafterError(f"drafter {spec!r}: {kind} takes only key=value options, got {arg!r}")
     return DRAFTERS[kind](arg, options, target, spec)

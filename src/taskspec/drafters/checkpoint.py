@@ -119,10 +119,15 @@ def _fingerprint(target: CausalLM) -> dict:
             if k in target.fingerprint}
 
 
-def _check_target(saved: dict, target: CausalLM, folder: Path) -> None:
+def fingerprint_mismatch(saved: dict, target: CausalLM) -> list[str]:
+    """What differs between a saved target fingerprint and `target` (empty when the drafter fits it)."""
     mine = _fingerprint(target)
-    wrong = [f"{k}: drafter {saved[k]!r} vs target {mine[k]!r}" for k in _MATCHED_FINGERPRINT_KEYS
-             if k in saved and k in mine and saved[k] != mine[k]]
+    return [f"{k}: drafter {saved[k]!r} vs target {mine[k]!r}" for k in _MATCHED_FINGERPRINT_KEYS
+            if k in saved and k in mine and saved[k] != mine[k]]
+
+
+def _check_target(saved: dict, target: CausalLM, folder: Path) -> None:
+    wrong = fingerprint_mismatch(saved, target)
     if wrong:
         raise DrafterError(f"drafter {str(folder)!r} was trained for another target "
                            f"({saved.get('name', '?')}): " + "; ".join(wrong))

@@ -95,6 +95,13 @@ class EagleDrafter:
         head = target.lm_head.weight  # [target_vocab, hidden]
         self.head_weight = head.detach()[vocab.d2t].contiguous()  # [draft_vocab, hidden]
         self.softcap = target.softcap
+        # bf16 on CPUs without native bf16: torch's matmul is slow, so use the target's kernel when it does
+        self.use_kernel = getattr(target, "linear_kernel", None) == "taskspec-bf16" and model.fc.weight.dtype == \
+            self.head_weight.dtype == torch.bfloat16
+        if self.use_kernel:
+            from ..kernels import patch_linears
+
+            patch_linears(self.model)
         self.reset([])
 
     # ---- protocol ---------------------------------------------------------------------------------------------------
@@ -132,7 +139,13 @@ class EagleDrafter:
     # ---- internals --------------------------------------------------------------------------------------------------
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """[n, hidden] predicted features → [n, draft_vocab] float32 logits through the target's head rows."""
-        logits = (hidden.to(self.head_weight.dtype) @ self.head_weight.T).float()
+        hidden = hidden.to(self.head_weight.dtype)
+        if self.use_kernel:
+            from ..kernels import bf16_linear
+
+            logits = bf16_linear(hidden, self.head_weight).float()
+        else:
+            logits = (hidden @ self.head_weight.T).float()
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits

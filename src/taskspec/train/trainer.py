@@ -110,19 +110,20 @@ class DraftLoss:
                                                 position_offsets=position - (j - 1) * n, logit_rows=None,
                                                 want_hidden=True, past_mask=past_mask, inputs_embeds=inputs)
             predicted = out.hidden  # [n, H]: f̂_{p+1}
-            logits = predicted @ self.head_weight.T  # [n, draft_vocab]
-            valid = counted & (position >= j - 1)
-            if not valid.any():
+            rows = (counted & (position >= j - 1)).nonzero().squeeze(1)  # [v]: positions whose loss counts
+            if rows.numel() == 0:
                 break
-            reg = F.smooth_l1_loss(predicted, target_feats, reduction="none").mean(-1)
+            # the 32k-row head is most of the cost: apply it to the counted rows only
+            logits = predicted[rows] @ self.head_weight.T  # [v, draft_vocab]
+            reg = F.smooth_l1_loss(predicted[rows], target_feats[rows], reduction="none").mean(-1)  # [v]
+            wanted = label[rows]  # [v]
             if self.config.kind == "hass":
-                logp = torch.log_softmax(logits, -1).gather(1, top_draft.clamp_min(0))  # [n, K]
-                token = -(soft * logp).sum(-1)
+                logp = torch.log_softmax(logits, -1).gather(1, top_draft[rows].clamp_min(0))  # [v, K]
+                token = -(soft[rows] * logp).sum(-1)
             else:
-                token = F.cross_entropy(logits, label.clamp_min(0), reduction="none") * (label >= 0)
-            per_position = self.config.feature_weight * reg + self.config.token_weight * token
-            total = total + per_position[valid].mean()
-            accuracy.append(float((logits.argmax(-1) == label)[valid & (label >= 0)].float().mean()))
+                token = F.cross_entropy(logits, wanted.clamp_min(0), reduction="none") * (wanted >= 0)
+            total = total + (self.config.feature_weight * reg + self.config.token_weight * token).mean()
+            accuracy.append(float((logits.argmax(-1) == wanted)[wanted >= 0].float().mean()))
             feats = torch.cat([seq.hidden[:1].float(), predicted[:-1]])  # pass j+1 reads its own predictions
         return total / max(len(accuracy), 1), accuracy, int(counted.sum())
 

@@ -1,0 +1,56 @@
+"""Shipped drafters are found by target fingerprint; `auto` picks HASS, then EAGLE-2, else prompt lookup."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import PROMPT, tiny_gemma3, tiny_llama
+from taskspec.drafters import build_drafter
+from taskspec.drafters.checkpoint import save_drafter
+from taskspec.drafters.eagle import random_drafter
+from taskspec.drafters.shipped import auto_drafter_spec, shipped_drafters
+from taskspec.errors import DrafterError
+
+
+def test_auto_is_prompt_lookup_for_a_target_nothing_ships_for():
+    target = tiny_llama()
+    assert auto_drafter_spec(target) == "ngram"
+    assert build_drafter("auto", target).name == "auto=ngram"
+    with pytest.raises(DrafterError, match="no hass drafter ships for target"):
+        build_drafter("hass", target)
+    with pytest.raises(DrafterError, match="unknown option"):
+        build_drafter("auto:depth=3", target)
+
+
+def test_shipped_drafters_match_their_target_and_auto_prefers_hass(tmp_path):
+    llama, gemma = tiny_llama(), tiny_gemma3()
+    save_drafter(random_drafter(llama, kind="eagle2", draft_vocab_size=30), tmp_path / "eagle2-llama")
+    assert shipped_drafters(llama, tmp_path) == {"eagle2": tmp_path / "eagle2-llama"}
+    assert auto_drafter_spec(llama, tmp_path) == f"eagle2:{tmp_path / 'eagle2-llama'}"
+    save_drafter(random_drafter(llama, kind="hass", draft_vocab_size=30), tmp_path / "hass-llama")
+    assert auto_drafter_spec(llama, tmp_path) == f"hass:{tmp_path / 'hass-llama'}"
+    assert shipped_drafters(tiny_llama(vocab=50), tmp_path) == {}  # another vocabulary: nothing fits
+    assert auto_drafter_spec(gemma, tmp_path) == "ngram"
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{oops")  # skipped, not fatal
+    assert set(shipped_drafters(llama, tmp_path)) == {"eagle2", "hass"}
+
+
+def test_drafter_uses_the_bf16_kernel_when_its_target_does():
+    from taskspec.kernels import kernel_available, patch_linears
+
+    if not kernel_available():
+        pytest.skip("bf16 kernel unavailable on this CPU")
+    target = tiny_llama()
+    target.model.to(torch.bfloat16)
+    target.dtype = torch.bfloat16
+    assert patch_linears(target.model) > 0
+    target.linear_kernel = "taskspec-bf16"
+    drafter = random_drafter(target, draft_vocab_size=40)
+    assert drafter.use_kernel
+    hidden = torch.randn(5, target.hidden_size).to(torch.bfloat16)
+    reference = (hidden @ drafter.head_weight.T).float()  # plain torch path
+    assert torch.allclose(drafter.logits(hidden), reference, rtol=2e-2, atol=2e-2)
+    drafter.reset(PROMPT)
+    assert type(drafter.model.fc).__name__ == "Bf16Linear"
