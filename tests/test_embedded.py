@@ -93,3 +93,23 @@ def test_features_cli_writes_a_resumable_cache(tmp_path, capsys):
     assert main(args) == 0  # a finished cache is left as it is
     assert main([*args[:-3], "--top-k", "5", "--out", str(out)]) == 2  # other settings: a clear error
     assert "other settings" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["eagle2", "hass"])
+def test_shipped_drafters_are_lossless_and_accept_drafts(target_bf16, kind):
+    """The drafters committed in src/taskspec/drafters/shipped/ load for the embedded target, keep greedy output
+    exactly the target's (bf16, batch-invariant kernels) and get drafts accepted on a math prompt."""
+    from taskspec.drafters import build_drafter
+    from taskspec.drafters.shipped import shipped_drafters
+
+    if target_bf16.linear_kernel == "torch" or target_bf16.attention_kernel == "sdpa":
+        pytest.skip("taskspec's kernels are unavailable here (no AVX2/FMA or no C++ compiler)")
+    assert kind in shipped_drafters(target_bf16), f"no shipped {kind} drafter for the embedded target"
+    drafter = build_drafter(kind, target_bf16)
+    prompt = "Tom has 3 boxes with 12 pencils each. He gives away 7 pencils. How many pencils does he have left?"
+    config = GenerationConfig(max_new_tokens=40)
+    plain = generate(target_bf16, NoDrafter(), prompt, config)
+    spec = generate(target_bf16, drafter, prompt, config)
+    assert spec.token_ids == plain.token_ids
+    assert spec.stats.acceptance_length > 1.5, f"{kind}: τ {spec.stats.acceptance_length:.2f} on a math prompt"
+    assert build_drafter("auto", target_bf16).name == "auto=hass"

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Rebuild the drafters shipped in src/taskspec/drafters/shipped/ (docs/results.md records a run of this script).
+# Every step resumes after a kill: rerun the same command. Logs go to runs/features/*.log and runs/drafters/*.log.
+#   bash benchmarks/build_shipped_drafters.sh
+# Two jobs run side by side with one thread each (two cores; more threads per job oversubscribe them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T=.venv/bin/taskspec
+STEPS_EAGLE="${STEPS_EAGLE:-400}"
+STEPS_HASS="${STEPS_HASS:-400}"
+mkdir -p runs/features runs/drafters
+export OMP_NUM_THREADS=1
+
+# 1. feature caches: chat and math responses from the datasets, and the target's own answers to GSM8K train prompts
+( $T features --data sharegpt --limit 600 --max-tokens 512 --out runs/features/sharegpt-600 \
+      > runs/features/sharegpt-600.log 2>&1
+  $T features --data mathinstruct --limit 600 --max-tokens 512 --out runs/features/math-600 \
+      > runs/features/math-600.log 2>&1 ) &
+( $T features --data gsm8k:train --limit 150 --source target --max-new-tokens 192 --max-tokens 512 \
+      --out runs/features/gsm8k-self-150 > runs/features/gsm8k-self-150.log 2>&1 ) &
+wait
+
+# 2. one EAGLE-2 and one HASS drafter on the same mix
+FEATS=runs/features/sharegpt-600,runs/features/math-600,runs/features/gsm8k-self-150
+$T train --kind eagle2 --features "$FEATS" --mix 2,2,1 --steps "$STEPS_EAGLE" --save-every 50 --out runs/drafters/eagle2-embedded \
+    > runs/drafters/eagle2-embedded.log 2>&1 &
+$T train --kind hass --features "$FEATS" --mix 2,2,1 --steps "$STEPS_HASS" --save-every 50 --out runs/drafters/hass-embedded \
+    > runs/drafters/hass-embedded.log 2>&1 &
+wait
+
+# 3. ship them: the checkpoint without the optimizer state (train_state.pt), swapped in atomically
+for kind in eagle2 hass; do
+    dest=src/taskspec/drafters/shipped/$kind-embedded
+    tmp=$(mktemp -d "src/taskspec/drafters/shipped/.$kind.XXXX")
+    cp runs/drafters/$kind-embedded/{config.json,model.safetensors,train_log.jsonl} "$tmp"/
+    rm -rf "$dest" && mv "$tmp" "$dest"
+done
+du -sh src/taskspec/drafters/shipped
