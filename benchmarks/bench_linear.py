@@ -33,6 +33,10 @@ LAYERS = {  # name: (K = in_features, N = out_features)
     "o_proj": (1024, 640),
     "gate/up_proj": (640, 2048),
     "down_proj": (2048, 640),
+    # a feature drafter's head: the target's output rows for the draft vocabulary (drafters/eagle.py)
+    "draft_head_32k": (640, 32768),
+    "draft_head_16k": (640, 16384),
+    "draft_head_8k": (640, 8192),
 }
 
 

@@ -54,3 +54,32 @@ def test_drafter_uses_the_bf16_kernel_when_its_target_does():
     assert torch.allclose(drafter.logits(hidden), reference, rtol=2e-2, atol=2e-2)
     drafter.reset(PROMPT)
     assert type(drafter.model.fc).__name__ == "Bf16Linear"
+
+
+@pytest.mark.parametrize("spec, parsed", [
+    ("hass", ("hass", "", {})),
+    ("hass,depth=3,top_k=1", ("hass", "", {"depth": "3", "top_k": "1"})),
+    ("hass:depth=3", ("hass", "", {"depth": "3"})),
+    ("eagle2:runs/d,num_nodes=8", ("eagle2", "runs/d", {"num_nodes": "8"})),
+    ("model:some/model", ("model", "some/model", {})),
+])
+def test_drafter_specs_take_options_after_a_colon_or_a_comma(spec, parsed):
+    from taskspec.drafters import parse_drafter_spec
+
+    assert parse_drafter_spec(spec) == parsed
+
+
+@pytest.mark.parametrize("make_target", [tiny_llama, tiny_gemma3], ids=["llama", "gemma3"])
+def test_lookup_then_feature_drafter_keeps_greedy_output_and_uses_both(make_target, tmp_path):
+    from conftest import reference_greedy
+    from taskspec.engine.decode import GenerationConfig, generate
+
+    target = make_target()
+    save_drafter(random_drafter(target, kind="hass", draft_vocab_size=40), tmp_path / "hass")
+    drafter = build_drafter(f"ngram+hass:{tmp_path / 'hass'},min_ngram=2,top_k=3,depth=3,num_nodes=6", target)
+    assert drafter.name == "ngram+hass" and drafter.needs_target_hidden
+    repetitive = (PROMPT * 3)[:40]
+    for prompt in (PROMPT, repetitive):
+        result = generate(target, drafter, prompt, GenerationConfig(max_new_tokens=24, stop_on_eos=False))
+        assert result.token_ids == reference_greedy(target, prompt, 24)
+    assert all(drafter.proposals), f"both drafters should have proposed: {drafter.proposals}"

@@ -7,7 +7,9 @@
                                   dtype)
     eagle2[:PATH] / hass[:PATH]   a feature-level drafter checkpoint (options: depth, top_k, num_nodes); without
                                   PATH, the one shipped for the target (drafters/shipped/)
-    auto                          the best shipped drafter for the target (hass, then eagle2), else ngram
+    ngram+hass[:PATH][,k=v,...]   prompt lookup when its suffix match has >= min_ngram tokens (default 2), else the
+    ngram+eagle2[:PATH]           feature drafter (options: min_ngram, max_ngram; depth, top_k, num_nodes)
+    auto                          the best shipped combination for the target (ngram+hass), else ngram
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def _feature(arg, options, target, spec) -> Drafter:
     from .checkpoint import load_drafter
     from .shipped import SHIPPED_DIR, shipped_drafters
 
-    kind = spec.partition(":")[0].strip()
+    kind = parse_drafter_spec(spec)[0]
     if not arg:
         shipped = shipped_drafters(target)
         if kind not in shipped:
@@ -67,6 +69,16 @@ def _feature(arg, options, target, spec) -> Drafter:
     if drafter.kind != kind:
         raise DrafterError(f"drafter {spec!r}: the checkpoint at {arg!r} is a {drafter.kind} drafter")
     return drafter
+
+
+def _lookup_then(arg, options, target, spec) -> Drafter:
+    from .fallback import FallbackDrafter
+
+    feature_kind = parse_drafter_spec(spec)[0].partition("+")[2]
+    lookup_options = {k: options.pop(k) for k in ("min_ngram", "max_ngram") if k in options}
+    lookup = _ngram("", {"min_ngram": "2", **lookup_options}, target, spec)
+    feature = _feature(arg, options, target, f"{feature_kind}:{arg}" if arg else feature_kind)
+    return FallbackDrafter(lookup, feature, name=f"ngram+{feature_kind}")
 
 
 def _auto(arg, options, target, spec) -> Drafter:
@@ -87,12 +99,15 @@ DRAFTERS: dict[str, Callable] = {
     "model": _model,
     "eagle2": _feature,
     "hass": _feature,
+    "ngram+eagle2": _lookup_then,
+    "ngram+hass": _lookup_then,
 }
 
 
 def parse_drafter_spec(spec: str) -> tuple[str, str, dict[str, str]]:
-    """'kind:arg,k=v,...' → (kind, arg, options). For ngram the part after ':' is options only."""
-    kind, _, rest = spec.partition(":")
+    """'kind:arg,k=v,...' (or 'kind,k=v,...') → (kind, arg, options). For ngram the rest is options only."""
+    cut = min((i for i in (spec.find(":"), spec.find(",")) if i >= 0), default=len(spec))
+    kind, rest = spec[:cut], spec[cut + 1 :]
     arg_parts, options = [], {}
     for part in filter(None, rest.split(",")):
         key, eq, value = part.partition("=")
@@ -108,7 +123,7 @@ def build_drafter(spec: str, target: CausalLM) -> Drafter:
     if kind not in DRAFTERS:
         raise DrafterError(f"unknown drafter {spec!r}; expected one of: {', '.join(DRAFTERS)} "
                            "(e.g. auto, none, ngram, ngram:depth=8, model:PATH, hass)")
-    if arg and kind not in ("model", "eagle2", "hass"):
+    if arg and kind not in ("model", "eagle2", "hass", "ngram+eagle2", "ngram+hass"):
         raise DrafterError(f"drafter {spec!r}: {kind} takes only key=value options, got {arg!r}")
     return DRAFTERS[kind](arg, options, target, spec)
 
