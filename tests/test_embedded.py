@@ -112,4 +112,4 @@ def test_shipped_drafters_are_lossless_and_accept_drafts(target_bf16, kind):
     spec = generate(target_bf16, drafter, prompt, config)
     assert spec.token_ids == plain.token_ids
     assert spec.stats.acceptance_length > 1.5, f"{kind}: τ {spec.stats.acceptance_length:.2f} on a math prompt"
-    assert build_drafter("auto", target_bf16).name == "auto=hass"
+    assert build_drafter("auto", target_bf16).name == "auto=ngram+hass"

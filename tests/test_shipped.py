@@ -27,9 +27,9 @@ def test_shipped_drafters_match_their_target_and_auto_prefers_hass(tmp_path):
     llama, gemma = tiny_llama(), tiny_gemma3()
     save_drafter(random_drafter(llama, kind="eagle2", draft_vocab_size=30), tmp_path / "eagle2-llama")
     assert shipped_drafters(llama, tmp_path) == {"eagle2": tmp_path / "eagle2-llama"}
-    assert auto_drafter_spec(llama, tmp_path) == f"eagle2:{tmp_path / 'eagle2-llama'}"
+    assert auto_drafter_spec(llama, tmp_path) == f"ngram+eagle2:{tmp_path / 'eagle2-llama'}"
     save_drafter(random_drafter(llama, kind="hass", draft_vocab_size=30), tmp_path / "hass-llama")
-    assert auto_drafter_spec(llama, tmp_path) == f"hass:{tmp_path / 'hass-llama'}"
+    assert auto_drafter_spec(llama, tmp_path) == f"ngram+hass:{tmp_path / 'hass-llama'}"
     assert shipped_drafters(tiny_llama(vocab=50), tmp_path) == {}  # another vocabulary: nothing fits
     assert auto_drafter_spec(gemma, tmp_path) == "ngram"
     (tmp_path / "broken").mkdir()

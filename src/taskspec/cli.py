@@ -182,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="decode a few example prompts with each method and print the table")
     _add_target(d)
-    d.add_argument("--methods", nargs="+", default=["none,ngram,eagle2,hass"],
-                   help="methods as in `bench` (default: none, ngram and the two shipped drafters)")
+    d.add_argument("--methods", nargs="+", default=["none,ngram,eagle2,hass,auto"],
+                   help="methods as in `bench` (default: none, ngram, the two shipped drafters and auto)")
     _add_sampling(d, 96)
     d.add_argument("--out", default="runs/demo.json")
     d.add_argument("--quiet", action="store_true")

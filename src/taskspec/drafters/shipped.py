@@ -4,8 +4,9 @@
                                                      (config.json, model.safetensors, train_log.jsonl)
 
 A shipped drafter is used only for the target it was trained for (same fingerprint: file hash, vocabulary, hidden
-size, layers). `auto` picks the best shipped drafter for the target (HASS first: it measured the longest acceptance),
-and falls back to prompt lookup (`ngram`), the best drafter that needs no training, for any other target.
+size, layers). `auto` combines prompt lookup with the best shipped drafter for the target (`ngram+hass`, else
+`ngram+eagle2`: lookup when the text repeats, the feature drafter otherwise; the fastest measured, docs/results.md),
+and is prompt lookup alone (`ngram`), the best drafter that needs no training, for any other target.
 """
 
 from __future__ import annotations
@@ -40,5 +41,5 @@ def auto_drafter_spec(target: CausalLM, root: Path = SHIPPED_DIR) -> str:
     shipped = shipped_drafters(target, root)
     for kind in AUTO_PREFERENCE:
         if kind in shipped:
-            return f"{kind}:{shipped[kind]}"
+            return f"ngram+{kind}:{shipped[kind]}"
     return AUTO_FALLBACK
