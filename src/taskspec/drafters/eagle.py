@@ -98,6 +98,8 @@ class EagleDrafter:
         self.embed = target.model.get_input_embeddings()  # frozen, shared with the target
         head = target.lm_head.weight  # [target_vocab, hidden]
         self.head_weight = head.detach()[vocab.d2t].contiguous()  # [draft_vocab, hidden]
+        self.head = nn.Linear(head.shape[1], len(vocab), bias=False)
+        self.head.weight = nn.Parameter(self.head_weight, requires_grad=False)
         self.softcap = target.softcap
         # bf16 on CPUs without native bf16: torch's matmul is slow, so use the target's kernel when it does
         self.use_kernel = getattr(target, "linear_kernel", None) == "taskspec-bf16" and model.fc.weight.dtype == \
@@ -106,6 +108,7 @@ class EagleDrafter:
             from ..kernels import patch_linears
 
             patch_linears(self.model)
+            patch_linears(self.head)
         self.reset([])
 
     # ---- protocol ---------------------------------------------------------------------------------------------------
@@ -143,13 +146,7 @@ class EagleDrafter:
     # ---- internals --------------------------------------------------------------------------------------------------
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """[n, hidden] predicted features → [n, draft_vocab] float32 logits through the target's head rows."""
-        hidden = hidden.to(self.head_weight.dtype)
-        if self.use_kernel:
-            from ..kernels import bf16_linear
-
-            logits = bf16_linear(hidden, self.head_weight).float()
-        else:
-            logits = (hidden @ self.head_weight.T).float()
+        logits = self.head(hidden.to(self.head_weight.dtype)).float()
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
