@@ -49,3 +49,22 @@ def reference_greedy(target: CausalLM, prompt: list[int], new_tokens: int) -> li
 
 # A prompt with repeats (so prompt lookup finds matches) and longer than the tiny Gemma 3 sliding window.
 PROMPT = [3, 17, 42, 8, 5, 17, 42, 8, 61, 9, 17, 42]
+
+
+def tiny_tokenizer(vocab: int = VOCAB):
+    """A character-level fast tokenizer over ids 0..vocab-1 (<pad>, <bos>, <eos>, then printable characters)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    chars = [chr(c) for c in range(32, 32 + vocab - 3)]
+    table = {"<pad>": 0, "<bos>": 1, "<eos>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
+    core = Tokenizer(models.WordLevel(table, unk_token="<pad>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
+
+
+def tiny_llama_with_tokenizer(seed: int = 0) -> CausalLM:
+    target = tiny_llama(seed)
+    return CausalLM(target.model, tokenizer=tiny_tokenizer(), name=target.name)

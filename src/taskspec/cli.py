@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from .errors import TaskspecError
 
@@ -84,6 +85,22 @@ def cmd_demo(args) -> int:
     return _run_and_report(target, prompts, split_method_list(args.methods), config, args.out, args)
 
 
+def cmd_collect(args) -> int:
+    from .collect import collect
+    from .data import load_prompts
+    from .models.target import load_target
+
+    config = _generation_config(args)
+    prompts = []
+    for name in filter(None, args.prompts.split(",")):
+        prompts += load_prompts(name, data_dir=args.data_dir, limit=args.limit)
+    target = load_target(args.target, args.dtype, use_kernel=not args.no_kernel)
+    records = collect(target, prompts, args.out, drafter=args.drafter, config=config, progress=not args.quiet)
+    tokens = sum(r["meta"]["new_tokens"] for r in records)
+    print(f"{args.out}: {len(records)} records ({tokens} output tokens)", file=sys.stderr)
+    return 0
+
+
 def cmd_features(args) -> int:
     from .data import load_prompts
     from .models.target import load_target
@@ -101,7 +118,7 @@ def cmd_features(args) -> int:
         examples = examples_from_dataset(target, prompts, args.max_tokens)
     else:
         examples = examples_from_target(target, prompts, args.max_tokens, args.max_new_tokens,
-                                        progress=not args.quiet)
+                                        Path(args.out) / "target_outputs.jsonl", progress=not args.quiet)
     if not examples:
         from .errors import TaskspecError
 
@@ -188,6 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo.json")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
+    c = sub.add_parser("collect", help="decode prompts and append {prompt, output, meta} records (resumable)")
+    _add_target(c)
+    c.add_argument("--prompts", required=True, help="dataset name(s), comma-separated, or a .jsonl path")
+    c.add_argument("--data-dir", help="data folder (default: $TASKSPEC_DATA, else ../shared/data)")
+    c.add_argument("--limit", type=int, default=None, help="prompts per dataset (default: all)")
+    c.add_argument("--drafter", default=DEFAULT_DRAFTER, help="drafter used to decode (lossless; default auto)")
+    _add_sampling(c, 128)
+    c.add_argument("--stop", action="append", help="stop string (repeatable)")
+    c.add_argument("--out", required=True, help="JSONL file; records are appended, prompts already in it skipped")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_collect)
     f = sub.add_parser("features", help="cache the target's hidden states and top-K logits over training texts")
     _add_target(f)
     f.add_argument("--data", required=True, help="dataset name(s), comma-separated (e.g. sharegpt,gsm8k:train), "

@@ -5,6 +5,7 @@ self-distillation). The target runs over prompt + response once; for every token
 (bf16) and the K best logits with their ids, plus a loss mask that is 1 on response tokens only.
 
 Layout of DIR:
+    target_outputs.jsonl        with the target as the source: its outputs, collected once (taskspec.collect)
     manifest.json               config (target fingerprint, K, source, data) and the list of finished shards
     shard-00000.safetensors     input_ids [T] int32, loss_mask [T] uint8, hidden [T, H] bf16,
                                 topk_ids [T, K] int32, topk_logits [T, K] float32, offsets [E + 1] int64
@@ -59,17 +60,22 @@ def examples_from_dataset(target: CausalLM, prompts: list[Prompt], max_tokens: i
 
 
 def examples_from_target(target: CausalLM, prompts: list[Prompt], max_tokens: int, max_new_tokens: int,
-                         progress: bool = True) -> list[Example]:
-    """Prompt + the target's own greedy output (self-distillation), decoded losslessly with the ngram drafter."""
-    from ..drafters import NgramDrafter
-    from ..engine.decode import GenerationConfig, generate
+                         outputs: str | Path, progress: bool = True) -> list[Example]:
+    """Prompt + the target's own greedy output (self-distillation).
 
+    The outputs are collected into the JSONL file `outputs` (see taskspec.collect) by the fastest lossless
+    drafter, one flushed record per prompt, so a killed run decodes again only the prompts it had not finished.
+    """
+    from ..collect import collect
+    from ..engine.decode import GenerationConfig
+
+    records = collect(target, prompts, outputs, config=GenerationConfig(max_new_tokens=max_new_tokens),
+                      progress=progress)
+    output_ids = {record["id"]: record["output_ids"] for record in records}
     out = []
-    config = GenerationConfig(max_new_tokens=max_new_tokens)
-    for prompt in tqdm(prompts, desc="target outputs", unit="prompt", disable=not progress):
+    for prompt in {p.id: p for p in prompts}.values():  # each prompt once
         ids = target.tokenizer(prompt.text, add_special_tokens=True)["input_ids"]
-        result = generate(target, NgramDrafter(), ids, config)
-        out.append(_truncated(prompt.id, ids, result.token_ids, max_tokens))
+        out.append(_truncated(prompt.id, ids, output_ids[prompt.id], max_tokens))
     return [e for e in out if e.response_ids]
 
 
