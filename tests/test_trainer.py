@@ -83,3 +83,43 @@ def test_other_settings_refuse_to_resume(features, tmp_path):
                                                                 save_every=1), progress=False)
     with pytest.raises(TaskspecError, match="kind"):
         TrainConfig(kind="medusa")
+
+
+def test_fine_tuning_starts_from_the_given_drafter(features, tmp_path):
+    from taskspec.drafters.checkpoint import load_drafter
+
+    target, folder = features
+    base = TrainConfig(kind="eagle2", steps=4, seqs_per_step=2, warmup_steps=1, draft_vocab_size=40, save_every=4,
+                       eval_every=4)
+    train(target, [folder], tmp_path / "base", base, progress=False)
+    start = load_drafter(tmp_path / "base", target)
+
+    captured = {}
+    real = trainer_module.DraftLoss.__init__
+
+    def spy(self, model, *args, **kwargs):
+        captured.setdefault("weights", {k: v.detach().clone() for k, v in model.state_dict().items()})
+        real(self, model, *args, **kwargs)
+
+    tuned = TrainConfig(kind="hass", steps=2, seqs_per_step=2, warmup_steps=1, draft_vocab_size=40, save_every=2,
+                        eval_every=2, hca_passes=2, init_from=str(tmp_path / "base"))
+    trainer_module.DraftLoss.__init__ = spy
+    try:
+        train(target, [folder], tmp_path / "tuned", tuned, progress=False)
+    finally:
+        trainer_module.DraftLoss.__init__ = real
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "base" / "model.safetensors"))  # the trained weights (no dummy vocab rows)
+    expected = {k: v for k, v in start.model.state_dict().items() if k in saved}
+    assert len(expected) > 5
+    different = [k for k in expected if not torch.equal(captured["weights"][k], expected[k].float())]
+    assert not different, different
+    assert torch.equal(load_drafter(tmp_path / "tuned", target).vocab.d2t, start.vocab.d2t)
+
+    wrong_size = TrainConfig(kind="hass", steps=2, draft_vocab_size=32, init_from=str(tmp_path / "base"))
+    with pytest.raises(TaskspecError, match="--draft-vocab-size 40"):
+        train(target, [folder], tmp_path / "other", wrong_size, progress=False)
+    with pytest.raises(TaskspecError, match="missing"):
+        train(target, [folder], tmp_path / "other", TrainConfig(steps=2, draft_vocab_size=40,
+                                                                init_from=str(tmp_path / "nothing")), progress=False)

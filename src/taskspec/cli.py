@@ -141,16 +141,29 @@ def cmd_train(args) -> int:
     from .train.trainer import TrainConfig, train
 
     mix = [float(w) for w in args.mix.split(",")] if args.mix else None
+    target = load_target(args.target, args.dtype, use_kernel=not args.no_kernel)
     config = TrainConfig(kind=args.kind, steps=args.steps, seqs_per_step=args.seqs_per_step, lr=args.lr,
                          warmup_steps=args.warmup_steps, draft_vocab_size=args.draft_vocab_size,
                          token_weight=args.token_weight, hca_passes=args.hca_passes, save_every=args.save_every,
-                         eval_every=args.eval_every, seed=args.seed)
-    target = load_target(args.target, args.dtype, use_kernel=not args.no_kernel)
+                         eval_every=args.eval_every, seed=args.seed, init_from=_init_path(args.init, target))
     last = train(target, [d for d in args.features.split(",") if d], args.out, config, mix=mix,
                  progress=not args.quiet)
     print(f"{args.out}: step {last.get('step')}, loss {last.get('loss')}, held-out draft accuracy per depth "
           f"{last.get('val_acc_per_depth')}", file=sys.stderr)
     return 0
+
+
+def _init_path(spec: str | None, target) -> str:
+    """--init: a checkpoint folder, or 'eagle2' / 'hass' for the drafter of that kind shipped for the target."""
+    if spec in ("eagle2", "hass"):
+        from .drafters.shipped import shipped_drafters
+
+        shipped = shipped_drafters(target)
+        if spec not in shipped:
+            raise TaskspecError(f"--init {spec}: no {spec} drafter is shipped for target {target.name!r}; pass a "
+                                "checkpoint folder")
+        return str(shipped[spec])
+    return spec or ""
 
 
 def _run_and_report(target, prompts, methods, config, out, args) -> int:
@@ -248,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save-every", type=int, default=100)
     t.add_argument("--eval-every", type=int, default=100)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--init", help="start from this drafter checkpoint (fine-tuning; its draft vocabulary is kept), "
+                                  "or 'eagle2' / 'hass' for the shipped ones")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
     return parser

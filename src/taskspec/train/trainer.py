@@ -56,6 +56,7 @@ class TrainConfig:
     save_every: int = 100
     eval_every: int = 100
     seed: int = 0
+    init_from: str = ""  # a drafter checkpoint to start from (fine-tuning); "" = random initialisation
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -155,6 +156,15 @@ def train(target: CausalLM, feature_dirs: list[str], out: str | Path, config: Tr
                                 "or the same options to resume it")
         model, vocab = drafter.model.float(), drafter.vocab
         model.load_state_dict(state["model"])  # the fp32 master weights (the checkpoint itself is bf16)
+    elif config.init_from:  # fine-tune: weights and draft vocabulary of an existing drafter of this target
+        start = load_drafter(config.init_from, target)
+        if len(start.vocab) != config.draft_vocab_size:
+            raise TaskspecError(f"--init {config.init_from}: its draft vocabulary has {len(start.vocab)} tokens but "
+                                f"--draft-vocab-size is {config.draft_vocab_size}; pass --draft-vocab-size "
+                                f"{len(start.vocab)}")
+        torch.manual_seed(config.seed)
+        model, vocab = start.model.float(), start.vocab
+        state = None
     else:
         torch.manual_seed(config.seed)
         model = EagleModel(body_config(target)).float()
