@@ -135,3 +135,27 @@ def test_bad_checkpoints_raise_clear_errors(tmp_path):
     (corrupt / "config.json").write_text("{not json")
     with pytest.raises(DrafterError, match="unreadable config"):
         build_drafter(f"eagle2:{corrupt}", target)
+
+
+@pytest.mark.parametrize("make_target", [tiny_llama, tiny_gemma3], ids=["llama", "gemma3"])
+@pytest.mark.parametrize("options, temperature", [(dict(top_k=1, depth=4), 0.0), (dict(top_k=3, depth=4, num_nodes=9), 0.0),
+                                                  (dict(top_k=1, depth=3), 1.0)], ids=["chain", "tree", "sampled"])
+def test_lean_body_drafts_exactly_what_the_model_forward_drafts(make_target, options, temperature):
+    """The direct layer call (the default) against the full Hugging Face forward (reference), over whole decodes:
+    the same trees, draft probabilities and outputs, round after round (cache feeding and cropping included)."""
+    target = make_target()
+    lean = random_drafter(target, kind="hass", draft_vocab_size=64, **options)
+    reference = EagleDrafter(lean.model, lean.vocab, target, "hass", lean=False, **options)
+    assert type(lean.lm).__name__ == "LeanBody" and type(reference.lm).__name__ == "CausalLM"
+    config = GenerationConfig(max_new_tokens=24, sampling=SamplingParams(temperature), seed=5, stop_on_eos=False)
+    proposals = {}
+    for name, drafter in (("lean", lean), ("reference", reference)):
+        trees, propose = [], drafter.propose
+        drafter.propose = lambda ctx, propose=propose, trees=trees: trees.append(propose(ctx)) or trees[-1]
+        proposals[name] = (generate(target, drafter, PROMPT, config).token_ids, trees)
+    (out_a, trees_a), (out_b, trees_b) = proposals["lean"], proposals["reference"]
+    assert out_a == out_b and len(trees_a) == len(trees_b) > 3
+    for a, b in zip(trees_a, trees_b):
+        assert (a.tokens, a.parents) == (b.tokens, b.parents)
+        assert (a.draft_probs is None) == (b.draft_probs is None)
+        assert a.draft_probs is None or torch.equal(a.draft_probs, b.draft_probs)

@@ -29,6 +29,7 @@ from ..engine.tree import DraftTree
 from ..errors import DrafterError
 from ..models.causal_lm import CausalLM
 from .base import DraftContext
+from .lean_body import LeanBody
 from .model import forward_frontier
 from .tree_search import GrowingTree, grow_tree
 from .vocab import DraftVocab
@@ -71,13 +72,13 @@ class EagleDrafter:
     """Drafter protocol over an EagleModel, verified against `target`.
 
     Defaults (a 3-token chain) are the fastest setting measured on the embedded target on 2 CPU cores, where a
-    drafter step costs ~4.5 ms and verifying a wider tree costs more than its extra accepted tokens bring
+    drafter step costs a few ms and verifying a wider tree costs more than its extra accepted tokens bring
     (docs/results.md, "tree shape"); wider trees (top_k > 1) give a longer τ."""
 
     needs_target_hidden = True
 
     def __init__(self, model: EagleModel, vocab: DraftVocab, target: CausalLM, kind: str = "eagle2",
-                 depth: int = 3, top_k: int = 1, num_nodes: int = 8, name: str | None = None):
+                 depth: int = 3, top_k: int = 1, num_nodes: int = 8, name: str | None = None, lean: bool = True):
         if kind not in KINDS:
             raise DrafterError(f"feature drafter kind {kind!r}: expected one of {', '.join(KINDS)}")
         if depth < 1 or top_k < 1 or num_nodes < 1:
@@ -92,7 +93,8 @@ class EagleDrafter:
         self.kind, self.depth, self.top_k, self.num_nodes = kind, depth, top_k, num_nodes
         self.name = name or kind
         self.model = model.eval()
-        self.lm = CausalLM(model.body, name=self.name)
+        # the decoder layer called directly (lean_body.py); lean=False: through the model forward (the reference)
+        self.lm = LeanBody(model.body) if lean else CausalLM(model.body, name=self.name)
         self.vocab = vocab
         self.target = target
         self.embed = target.model.get_input_embeddings()  # frozen, shared with the target
@@ -131,8 +133,8 @@ class EagleDrafter:
         root_hidden = self._feed_committed(tokens)  # [hidden]: predicted feature of the root position
         try:
             root_logits = self.logits(root_hidden[None])[0]  # [draft_vocab]
-            if self.top_k == 1 and not context.params.greedy:
-                return self._sampled_chain(root_logits, root_hidden, depth, context)
+            if self.top_k == 1:  # a chain: no tree search needed (at T=0 the same drafts grow_tree would pick)
+                return self._chain(root_logits, root_hidden, min(depth, self.num_nodes), context)
             hidden_of: dict[int, torch.Tensor] = {}
             slots: dict[int, int] = {}
             base = len(tokens) - 2  # node at depth d sits at drafter position base + d
@@ -177,26 +179,31 @@ class EagleDrafter:
             hidden_of[node] = out.hidden[row]
         return torch.log_softmax(self.logits(out.hidden), -1)  # [f, draft_vocab]
 
-    def _sampled_chain(self, root_logits: torch.Tensor, root_hidden: torch.Tensor, depth: int,
-                       context: DraftContext) -> DraftTree:
-        """T > 0, top_k = 1: sample each draft from the drafter's processed distribution (residual rule)."""
+    def _chain(self, root_logits: torch.Tensor, root_hidden: torch.Tensor, depth: int,
+               context: DraftContext) -> DraftTree:
+        """top_k = 1: each draft is the drafter's argmax at T=0 (a deterministic chain); at T > 0 it is sampled
+        from the drafter's processed distribution, which the residual rule needs as draft_probs."""
+        greedy = context.params.greedy
         tokens, rows = [], []
         logits, hidden = root_logits, root_hidden
         for step in range(depth):
-            draft_probs = logits_to_probs(logits, context.params)  # [draft_vocab]
-            draft_id = int(torch.multinomial(draft_probs, 1, generator=context.generator))
+            if greedy:
+                draft_id = int(torch.argmax(logits))
+            else:
+                draft_probs = logits_to_probs(logits, context.params)  # [draft_vocab]
+                draft_id = int(torch.multinomial(draft_probs, 1, generator=context.generator))
+                full = torch.zeros(self.vocab.target_vocab_size)
+                full[self.vocab.d2t] = draft_probs
+                rows.append(full)
             token = int(self.vocab.d2t[draft_id])
-            full = torch.zeros(self.vocab.target_vocab_size)
-            full[self.vocab.d2t] = draft_probs
             tokens.append(token)
-            rows.append(full)
-            if step + 1 < depth:
+            if step + 1 < depth:  # the chain continues at the next position, right after the committed cache
                 ids = torch.tensor([token])
                 embeds = self.model.fuse(self.embed(ids), hidden[None])
                 out = self.lm.forward(ids, self.cache, logit_rows=None, want_hidden=True, inputs_embeds=embeds)
                 hidden = out.hidden[0]
                 logits = self.logits(hidden[None])[0]
-        return DraftTree.chain(tokens, torch.stack(rows))
+        return DraftTree.chain(tokens, torch.stack(rows) if rows else None)
 
 
 def random_drafter(target: CausalLM, kind: str = "eagle2", draft_vocab_size: int | None = None, seed: int = 0,
