@@ -90,3 +90,40 @@ def test_sampling_is_reproducible_by_seed():
         max_new_tokens=24, sampling=SamplingParams(1.0, top_p=0.95), seed=seed, stop_on_eos=False)).token_ids
     assert run(7) == run(7)
     assert run(7) != run(8)
+
+
+def _feature_drafter(target, **options):
+    from taskspec.drafters.eagle import random_drafter
+
+    # 6 of the 8 ids draftable: the residual distribution must still reach the two the drafter never proposes
+    return random_drafter(target, kind="hass", draft_vocab_size=6, seed=1, **options)
+
+
+def _lookup_then_feature(target):
+    from taskspec.drafters.fallback import FallbackDrafter
+
+    return FallbackDrafter(NgramDrafter(depth=2, min_ngram=2), _feature_drafter(target, depth=2, top_k=1))
+
+
+FEATURE_DRAFTERS = {
+    "sampled-chain": lambda target: _feature_drafter(target, depth=2, top_k=1),  # residual rule
+    "dynamic-tree": lambda target: _feature_drafter(target, depth=2, top_k=2, num_nodes=4),  # deterministic rule
+    "ngram+feature": _lookup_then_feature,  # both rules, switching from step to step
+}
+
+
+@pytest.mark.parametrize("make_drafter", FEATURE_DRAFTERS.values(), ids=FEATURE_DRAFTERS.keys())
+def test_generate_with_feature_drafters_keeps_target_distribution(make_drafter):
+    params = SamplingParams(1.0)
+    target = peaked(tiny_llama(seed=0, vocab=SMALL_VOCAB))
+    drafter = make_drafter(target)
+    counts = np.zeros((SMALL_VOCAB, SMALL_VOCAB), np.int64)
+    steps = 0
+    for seed in range(RUNS):
+        result = generate(target, drafter, PROMPT, GenerationConfig(max_new_tokens=4, sampling=params, seed=seed,
+                                                                    stop_on_eos=False))
+        counts[result.token_ids[1], result.token_ids[2]] += 1
+        steps += result.stats.target_steps
+    assert 2 * RUNS < steps < 4 * RUNS, "drafts were never or always accepted: the test would not exercise the rule"
+    p = pooled_chi_square(counts, exact_second_third_distribution(target, PROMPT, params))
+    assert p >= ALPHA, f"chi-square p = {p:.3g}"

@@ -94,6 +94,7 @@ def load_drafter(folder: str | Path, target: CausalLM, **options) -> EagleDrafte
     except (SafetensorError, OSError, ValueError) as exc:
         raise DrafterError(f"drafter checkpoint {str(weights_path)!r}: corrupt weights ({exc})") from None
     body = dict(config["body_config"])
+    body["unk_token_id"] = None  # the body's vocabulary is a dummy of one token (see body_config)
     body_config = AutoConfig.for_model(body.pop("model_type"), **body)
     model = EagleModel(body_config)
     d2t = tensors.pop("d2t", None)

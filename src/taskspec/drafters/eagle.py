@@ -46,6 +46,8 @@ def body_config(target: CausalLM):
         config.layer_types = ["full_attention"]
     config.vocab_size = 1
     config.pad_token_id = config.bos_token_id = config.eos_token_id = None
+    if hasattr(config, "unk_token_id"):
+        config.unk_token_id = None
     config.tie_word_embeddings = False
     config.use_cache = True
     return config
