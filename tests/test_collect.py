@@ -94,3 +94,14 @@ def test_damaged_middle_line_and_empty_prompt_list(tmp_path):
         read_records(path)
     with pytest.raises(CollectError, match="no prompts"):
         collect(tiny_llama_with_tokenizer(), [], tmp_path / "new.jsonl", config=CONFIG, progress=False)
+
+
+def test_a_prompt_the_target_cannot_take_is_skipped_with_a_warning(tmp_path, caplog):
+    target = tiny_llama_with_tokenizer()
+    too_long = Prompt(id="long", text="x" * 600, source="synthetic")  # the tiny target has 512 positions
+    with caplog.at_level(logging.WARNING):
+        records = collect(target, [PROMPTS[0], too_long, PROMPTS[1]], tmp_path / "out.jsonl", config=CONFIG,
+                          progress=False)
+    assert [r["id"] for r in records] == ["p0", "p1"] and "skipping prompt long" in caplog.text
+    examples = examples_from_target(target, [PROMPTS[0], too_long], 64, 12, tmp_path / "out.jsonl", progress=False)
+    assert [e.id for e in examples] == ["p0"]

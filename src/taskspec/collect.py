@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .data import Prompt
 from .engine.decode import GenerationConfig, generate
-from .errors import TaskspecError
+from .errors import GenerationInputError, TaskspecError
 from .models.causal_lm import CausalLM
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,10 @@ def read_records(path: str | os.PathLike, repair: bool = False) -> list[dict]:
 
 def collect(target: CausalLM, prompts: list[Prompt], out: str | os.PathLike, *, drafter: str = "auto",
             config: GenerationConfig = GenerationConfig(), progress: bool = True) -> list[dict]:
-    """Decode every prompt not yet in `out` and append its record; returns the records of all `prompts`, in order."""
+    """Decode every prompt not yet in `out` and append its record; returns the records of `prompts`, in order.
+
+    A prompt the target cannot take (empty, longer than its context) is skipped with a warning and has no record.
+    """
     from .drafters import build_drafter
 
     if not prompts:
@@ -106,7 +109,12 @@ def collect(target: CausalLM, prompts: list[Prompt], out: str | os.PathLike, *, 
                      disable=not progress) as bar:
             for prompt in todo:
                 start = time.perf_counter()
-                result = generate(target, draft, prompt.text, config)
+                try:
+                    result = generate(target, draft, prompt.text, config)
+                except GenerationInputError as exc:  # one bad prompt (empty, too long) must not stop the others
+                    log.warning("collect: skipping prompt %s: %s", prompt.id, exc)
+                    bar.update(1)
+                    continue
                 s = result.stats
                 record = {"id": prompt.id, "prompt": prompt.text, "output": result.text,
                           "output_ids": result.token_ids,
@@ -119,4 +127,4 @@ def collect(target: CausalLM, prompts: list[Prompt], out: str | os.PathLike, *, 
                 by_id[prompt.id] = record
                 bar.update(1)
                 bar.set_postfix_str(f"τ={s.acceptance_length:.2f}, {s.tokens_per_second:.0f} tok/s")
-    return [by_id[i] for i in dict.fromkeys(p.id for p in prompts)]
+    return [by_id[i] for i in dict.fromkeys(p.id for p in prompts) if i in by_id]

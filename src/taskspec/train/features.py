@@ -73,7 +73,7 @@ def examples_from_target(target: CausalLM, prompts: list[Prompt], max_tokens: in
                       progress=progress)
     output_ids = {record["id"]: record["output_ids"] for record in records}
     out = []
-    for prompt in {p.id: p for p in prompts}.values():  # each prompt once
+    for prompt in {p.id: p for p in prompts if p.id in output_ids}.values():  # each collected prompt once
         ids = target.tokenizer(prompt.text, add_special_tokens=True)["input_ids"]
         out.append(_truncated(prompt.id, ids, output_ids[prompt.id], max_tokens))
     return [e for e in out if e.response_ids]
