@@ -31,7 +31,6 @@ from __future__ import annotations
 import ctypes
 import importlib
 import logging
-import threading
 from pathlib import Path
 
 import torch
@@ -54,8 +53,6 @@ DISABLE_ENV = "TASKSPEC_NO_ATTENTION_KERNEL"  # TASKSPEC_NO_KERNEL disables it t
 PROFILER_NAME = "taskspec::attention"
 _DTYPE_CODES = {torch.bfloat16: 0, torch.float32: 1}
 
-_lock = threading.Lock()
-_state: dict | None = None
 
 
 # ---------------------------------------------------------------------------------------------- build and load
@@ -68,24 +65,10 @@ def _setup(lib):
     return fn
 
 
-def _get_state() -> dict:
-    global _state
-    state = _state
-    if state is None:
-        with _lock:
-            if _state is None:
-                _state = _shared.load_kernel_library(SOURCE, "attention", ABI_VERSION, _setup,
-                                                    what="invariant attention kernel",
-                                                    disable_envs=(_shared.DISABLE_ENV, DISABLE_ENV))
-            state = _state
-    return state
-
-
-def _reset() -> None:
-    """Forget the loaded state, so the next call probes again (tests: environment changes)."""
-    global _state
-    with _lock:
-        _state = None
+_kernel = _shared.LazyKernel(lambda: _shared.load_kernel_library(
+    SOURCE, "attention", ABI_VERSION, _setup, what="invariant attention kernel",
+    disable_envs=(_shared.DISABLE_ENV, DISABLE_ENV)))
+_get_state, _reset = _kernel.state, _kernel.reset
 
 
 def attention_kernel_available() -> bool:
@@ -272,7 +255,7 @@ def invariant_attention_forward(module: torch.nn.Module, query: torch.Tensor, ke
     ``module.is_causal`` is False), restricted to ``sliding_window`` when the layer has one. Inputs the kernel does
     not take go to SDPA (see the module docstring).
     """
-    state = _state if _state is not None else _get_state()
+    state = _get_state()
     fn = state["fn"]
     scale = float(query.shape[-1] ** -0.5 if scaling is None else scaling)
     # fast path: what taskspec's CausalLM passes (a bool [1, 1, n, L] mask, inference, bf16 / fp32 CPU tensors)

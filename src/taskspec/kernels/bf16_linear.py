@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -57,8 +58,6 @@ BUILD_TIMEOUT_S = 300
 PROFILER_NAME = "taskspec::bf16_linear"
 
 _profiler_enabled = getattr(torch._C._autograd, "_profiler_enabled", lambda: False)
-_lock = threading.Lock()
-_state: dict | None = None  # {"fn": ctypes function or None, "reason": str or None, "path": Path or None}
 
 
 # ---------------------------------------------------------------------------------------------- build and load
@@ -172,26 +171,35 @@ def _setup_linear(lib):
     return fn
 
 
-def _load() -> dict:
-    return load_kernel_library(SOURCE, "bf16_linear", ABI_VERSION, _setup_linear, what="bf16 linear kernel")
+class LazyKernel:
+    """A kernel library built and loaded once, on first use, thread-safely; never raises.
+
+    state(): {"fn": ctypes function or None, "reason": why not (str) or None, "path": the library or None}.
+    """
+
+    def __init__(self, load: Callable[[], dict]):
+        self._load = load
+        self._lock = threading.Lock()
+        self._state: dict | None = None
+
+    def state(self) -> dict:
+        state = self._state
+        if state is None:
+            with self._lock:
+                if self._state is None:
+                    self._state = self._load()
+                state = self._state
+        return state
+
+    def reset(self) -> None:
+        """Forget the loaded state, so the next call probes again (tests: environment changes)."""
+        with self._lock:
+            self._state = None
 
 
-def _get_state() -> dict:
-    global _state
-    state = _state
-    if state is None:
-        with _lock:
-            if _state is None:
-                _state = _load()
-            state = _state
-    return state
-
-
-def _reset() -> None:
-    """Forget the loaded state, so the next call probes again (tests: environment changes)."""
-    global _state
-    with _lock:
-        _state = None
+_kernel = LazyKernel(lambda: load_kernel_library(SOURCE, "bf16_linear", ABI_VERSION, _setup_linear,
+                                                 what="bf16 linear kernel"))
+_get_state, _reset = _kernel.state, _kernel.reset
 
 
 def kernel_available() -> bool:
