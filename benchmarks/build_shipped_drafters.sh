@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 T=.venv/bin/taskspec
 STEPS_EAGLE="${STEPS_EAGLE:-400}"
 STEPS_HASS="${STEPS_HASS:-400}"
+STEPS_EAGLE_FT="${STEPS_EAGLE_FT:-300}"
+STEPS_HASS_FT="${STEPS_HASS_FT:-300}"
 mkdir -p runs/features runs/drafters
 export OMP_NUM_THREADS=1
 
@@ -29,11 +31,28 @@ $T train --kind hass --features "$FEATS" --mix 2,2,1 --draft-vocab-size 16384 --
     > runs/drafters/hass-embedded.log 2>&1 &
 wait
 
-# 3. ship them: the checkpoint without the optimizer state (train_state.pt), swapped in atomically
+# 3. the target's own answers to chat and math prompts (self-distillation: docs/results.md measured it against
+#    dataset responses), then both drafters fine-tuned from step 2 on all five caches, weighted to the target's own
+#    outputs
+( $T features --data sharegpt --limit 200 --source target --max-new-tokens 128 --max-tokens 384 \
+      --out runs/features/sharegpt-self-200 > runs/features/sharegpt-self-200.log 2>&1 ) &
+( $T features --data mathinstruct --limit 200 --source target --max-new-tokens 128 --max-tokens 384 \
+      --out runs/features/math-self-200 > runs/features/math-self-200.log 2>&1 ) &
+wait
+FEATS2=$FEATS,runs/features/sharegpt-self-200,runs/features/math-self-200
+for kind in eagle2 hass; do
+    steps=$([ $kind = hass ] && echo "$STEPS_HASS_FT" || echo "$STEPS_EAGLE_FT")
+    $T train --kind $kind --init runs/drafters/$kind-embedded --features "$FEATS2" --mix 1,1,2,2,2 \
+        --draft-vocab-size 16384 --steps "$steps" --lr 3e-4 --warmup-steps 20 --save-every 50 \
+        --out runs/drafters/$kind-embedded-ft > runs/drafters/$kind-embedded-ft.log 2>&1 &
+done
+wait
+
+# 4. ship them: the checkpoint without the optimizer state (train_state.pt), swapped in atomically
 for kind in eagle2 hass; do
     dest=src/taskspec/drafters/shipped/$kind-embedded
     tmp=$(mktemp -d "src/taskspec/drafters/shipped/.$kind.XXXX")
-    cp runs/drafters/$kind-embedded/{config.json,model.safetensors,train_log.jsonl} "$tmp"/
+    cp runs/drafters/$kind-embedded-ft/{config.json,model.safetensors,train_log.jsonl} "$tmp"/
     rm -rf "$dest" && mv "$tmp" "$dest"
 done
 du -sh src/taskspec/drafters/shipped

@@ -101,6 +101,53 @@ def cmd_collect(args) -> int:
     return 0
 
 
+def cmd_detect(args) -> int:
+    from .data import load_prompts
+    from .tasks import TaskDetector, clustering_metrics
+    from .tasks.detect import TaskDetectionError
+
+    k_min, k_max = _int_pair(args.k_range, "--k-range")
+    prompts = []
+    for name in filter(None, args.prompts.split(",")):
+        prompts += load_prompts(name, data_dir=args.data_dir, limit=args.limit)
+    labels = None
+    if args.label_field:
+        missing = [p.id for p in prompts if args.label_field != "source" and args.label_field not in p.meta]
+        if missing:
+            raise TaskDetectionError(f"--label-field {args.label_field!r}: prompts {missing[:3]} have no such field "
+                                     "(use 'source' for the dataset name)")
+        labels = [p.source if args.label_field == "source" else str(p.meta[args.label_field]) for p in prompts]
+    detector = TaskDetector(encoder=args.encoder, k=args.k, k_min=k_min, k_max=k_max, stop_words=args.stop_words,
+                            seed=args.seed)
+    print(f"embedding {len(prompts)} prompts with {args.encoder}...", file=sys.stderr)
+    detector.fit([p.text for p in prompts], progress=not args.quiet)
+    evaluation = None
+    if labels is not None:
+        evaluation = {"label_field": args.label_field, **clustering_metrics(labels, detector.labels_)}
+    detector.save(args.out, evaluation)
+    print("| k | silhouette |\n|---:|---:|")
+    for entry in detector.selection_curve_:
+        mark = " ←" if entry["k"] == detector.k_ else ""
+        print(f"| {entry['k']} | {entry['silhouette']:.4f}{mark} |")
+    print(f"\n{detector.k_} tasks:")
+    for task in detector.descriptions_:
+        example = task.examples[0].replace("\n", " ")[:90] if task.examples else ""
+        print(f"  task {task.task} ({task.size} prompts): {', '.join(task.keywords[:6])}  e.g. \"{example}\"")
+    if evaluation:
+        print(f"\nagainst {args.label_field!r}: accuracy {evaluation['accuracy']:.3f}, NMI {evaluation['nmi']:.3f}, "
+              f"ARI {evaluation['ari']:.3f}")
+    print(f"\nwrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def _int_pair(text: str, option: str) -> tuple[int, int]:
+    try:
+        low, high = (int(v) for v in text.split(","))
+    except ValueError:
+        raise TaskspecError(f"{option} {text!r}: expected two integers 'low,high'") from None
+    return low, high
+
+
 def cmd_features(args) -> int:
     from .data import load_prompts
     from .models.target import load_target
@@ -229,6 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="JSONL file; records are appended, prompts already in it skipped")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_collect)
+    dt = sub.add_parser("detect", help="find the tasks of a prompt set: sentence embeddings + k-means, k automatic")
+    dt.add_argument("--prompts", required=True, help="dataset name(s), comma-separated, or a .jsonl path")
+    dt.add_argument("--data-dir", help="data folder (default: $TASKSPEC_DATA, else ../shared/data)")
+    dt.add_argument("--limit", type=int, default=None, help="prompts per dataset (default: all)")
+    dt.add_argument("--out", required=True, help="task map (JSON) to write")
+    dt.add_argument("--k", type=int, default=None, help="force the number of tasks (default: chosen by silhouette)")
+    dt.add_argument("--k-range", default="2,10", help="range searched for k (default 2,10)")
+    dt.add_argument("--encoder", default="all-MiniLM-L6-v2",
+                    help="sentence-transformers model: name in the local cache or folder (default: the offline "
+                         "all-MiniLM-L6-v2 package)")
+    dt.add_argument("--stop-words", action="store_true", help="drop English stop words before embedding (TaskSpec)")
+    dt.add_argument("--label-field", help="known labels to score against: 'source' (the dataset) or a data field")
+    dt.add_argument("--seed", type=int, default=0)
+    dt.add_argument("--quiet", action="store_true")
+    dt.set_defaults(func=cmd_detect)
     f = sub.add_parser("features", help="cache the target's hidden states and top-K logits over training texts")
     _add_target(f)
     f.add_argument("--data", required=True, help="dataset name(s), comma-separated (e.g. sharegpt,gsm8k:train), "

