@@ -43,7 +43,7 @@ def save_drafter(drafter: EagleDrafter, folder: str | Path, extra: dict | None =
         "kind": drafter.kind,
         "draft_vocab_size": len(drafter.vocab),
         "body_config": drafter.model.config.to_dict(),
-        "target": _fingerprint(drafter.target),
+        "target": target_fingerprint(drafter.target),
         **(extra or {}),
     }
     tensors = {k: v.detach().contiguous() for k, v in drafter.model.state_dict().items() if _stored(k)}
@@ -115,14 +115,14 @@ def _stored(key: str) -> bool:
     return not (key.endswith("embed_tokens.weight") or key.startswith("body.lm_head"))
 
 
-def _fingerprint(target: CausalLM) -> dict:
+def target_fingerprint(target: CausalLM) -> dict:
     return {k: target.fingerprint[k] for k in (*_MATCHED_FINGERPRINT_KEYS, "name", "source")
             if k in target.fingerprint}
 
 
 def fingerprint_mismatch(saved: dict, target: CausalLM) -> list[str]:
     """What differs between a saved target fingerprint and `target` (empty when the drafter fits it)."""
-    mine = _fingerprint(target)
+    mine = target_fingerprint(target)
     return [f"{k}: drafter {saved[k]!r} vs target {mine[k]!r}" for k in _MATCHED_FINGERPRINT_KEYS
             if k in saved and k in mine and saved[k] != mine[k]]
 
