@@ -65,11 +65,8 @@ def pooled_chi_square(counts: np.ndarray, probs: np.ndarray) -> float:
     return float(stats.chisquare(obs, exp).pvalue)
 
 
-@pytest.mark.parametrize("params", [SamplingParams(1.0), SamplingParams(0.9, top_k=4, top_p=0.9)],
-                         ids=["t1", "topk-topp"])
-def test_generate_with_sampled_model_drafter_keeps_target_distribution(params):
-    target, draft = peaked(tiny_llama(seed=0, vocab=SMALL_VOCAB)), peaked(tiny_llama(seed=1, vocab=SMALL_VOCAB))
-    drafter = ModelDrafter(draft, target, depth=2)
+def second_third_counts(target, drafter, params) -> tuple[np.ndarray, int]:
+    """RUNS seeded decodes of 4 tokens: [V, V] counts of (token 2, token 3) and the total target steps."""
     counts = np.zeros((SMALL_VOCAB, SMALL_VOCAB), np.int64)
     steps = 0
     for seed in range(RUNS):
@@ -77,6 +74,14 @@ def test_generate_with_sampled_model_drafter_keeps_target_distribution(params):
                                                                     stop_on_eos=False))
         counts[result.token_ids[1], result.token_ids[2]] += 1
         steps += result.stats.target_steps
+    return counts, steps
+
+
+@pytest.mark.parametrize("params", [SamplingParams(1.0), SamplingParams(0.9, top_k=4, top_p=0.9)],
+                         ids=["t1", "topk-topp"])
+def test_generate_with_sampled_model_drafter_keeps_target_distribution(params):
+    target, draft = peaked(tiny_llama(seed=0, vocab=SMALL_VOCAB)), peaked(tiny_llama(seed=1, vocab=SMALL_VOCAB))
+    counts, steps = second_third_counts(target, ModelDrafter(draft, target, depth=2), params)
     # prefill + at least one step; 2 steps per run if every depth-2 draft were accepted, 4 if none ever were
     assert 2 * RUNS < steps < 4 * RUNS, "drafts were never or always accepted: the test would not exercise the rule"
     p = pooled_chi_square(counts, exact_second_third_distribution(target, PROMPT, params))
@@ -116,14 +121,7 @@ FEATURE_DRAFTERS = {
 def test_generate_with_feature_drafters_keeps_target_distribution(make_drafter):
     params = SamplingParams(1.0)
     target = peaked(tiny_llama(seed=0, vocab=SMALL_VOCAB))
-    drafter = make_drafter(target)
-    counts = np.zeros((SMALL_VOCAB, SMALL_VOCAB), np.int64)
-    steps = 0
-    for seed in range(RUNS):
-        result = generate(target, drafter, PROMPT, GenerationConfig(max_new_tokens=4, sampling=params, seed=seed,
-                                                                    stop_on_eos=False))
-        counts[result.token_ids[1], result.token_ids[2]] += 1
-        steps += result.stats.target_steps
+    counts, steps = second_third_counts(target, make_drafter(target), params)
     assert 2 * RUNS < steps < 4 * RUNS, "drafts were never or always accepted: the test would not exercise the rule"
     p = pooled_chi_square(counts, exact_second_third_distribution(target, PROMPT, params))
     assert p >= ALPHA, f"chi-square p = {p:.3g}"
