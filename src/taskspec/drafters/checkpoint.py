@@ -4,6 +4,8 @@ config.json holds the format version, the kind (eagle2 / hass), the body's archi
 size and the fingerprint of the target it was trained for; model.safetensors holds the trainable weights and the
 draft→target id map (`d2t`). The target's embedding and head are not stored: they are read from the target.
 Loading against another target, or from a missing or corrupt file, raises a DrafterError naming what is wrong.
+A folder whose config.json has the format "taskspec-lora-adapter" is a LoRA adapter on such a checkpoint (lora.py);
+load_drafter merges it into its base transparently.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .eagle import KINDS, EagleDrafter, EagleModel
 from .vocab import DraftVocab
 
 FORMAT = "taskspec-feature-drafter"
+LORA_FORMAT = "taskspec-lora-adapter"  # lora.py; here so that loading can tell the formats apart without peft
 VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 _MATCHED_FINGERPRINT_KEYS = ("architecture", "vocab_size", "hidden_size", "num_layers", "sha256")
@@ -35,8 +38,6 @@ def save_drafter(drafter: EagleDrafter, folder: str | Path, extra: dict | None =
     extra_files(tmp_folder) may add files (e.g. the trainer's state) that must be replaced together with it."""
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
     config = {
         "format": FORMAT,
         "version": VERSION,
@@ -48,12 +49,24 @@ def save_drafter(drafter: EagleDrafter, folder: str | Path, extra: dict | None =
     }
     tensors = {k: v.detach().contiguous() for k, v in drafter.model.state_dict().items() if _stored(k)}
     tensors["d2t"] = drafter.vocab.d2t.to(torch.int64)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         save_file(tensors, str(tmp / WEIGHTS_FILE))
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
         if extra_files is not None:
             extra_files(tmp)
+
+    return write_folder_atomic(folder, write)
+
+
+def write_folder_atomic(folder: str | Path, write: Callable[[Path], None]) -> Path:
+    """Fill a temporary sibling folder with write(tmp), then rename it over `folder`: a process killed at any
+    point leaves the old folder or the new one, never a mix of both."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    try:
+        write(tmp)
         if folder.exists():
             old = folder.with_name(folder.name + ".old")
             shutil.rmtree(old, ignore_errors=True)
@@ -69,26 +82,55 @@ def save_drafter(drafter: EagleDrafter, folder: str | Path, extra: dict | None =
 
 
 def load_drafter(folder: str | Path, target: CausalLM, **options) -> EagleDrafter:
-    """Load a checkpoint for `target`; options (depth, top_k, num_nodes) override the drafting defaults."""
+    """Load a checkpoint (or a LoRA adapter, merged into its base) for `target`; options (depth, top_k, num_nodes)
+    override the drafting defaults."""
+    model, vocab, config = load_model(folder, target)
+    return EagleDrafter(model, vocab, target, config["kind"], name=str(folder), **options)
+
+
+def load_model(folder: str | Path, target: CausalLM) -> tuple[EagleModel, DraftVocab, dict]:
+    """(weights in the target's dtype, draft vocabulary, config.json) of a checkpoint or LoRA adapter folder,
+    not yet wrapped in a drafter (so training can take the weights as they are stored)."""
+    config = read_config(folder)
+    if config.get("format") == LORA_FORMAT:
+        from .lora import load_adapter_model
+
+        return load_adapter_model(folder, target, config)
+    return load_full_model(folder, target, config)
+
+
+def read_config(folder: str | Path) -> dict:
+    """config.json of a drafter folder (either format); DrafterError when missing or unreadable."""
+    config_path = Path(folder) / CONFIG_FILE
+    if not config_path.is_file():
+        raise DrafterError(f"drafter checkpoint {str(folder)!r}: missing {CONFIG_FILE}; expected a folder written "
+                           f"by `taskspec train` ({CONFIG_FILE} + {WEIGHTS_FILE}, or + adapter.safetensors for a "
+                           "LoRA adapter)")
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DrafterError(f"drafter checkpoint {str(config_path)!r}: unreadable config ({exc})") from None
+    if not isinstance(config, dict):
+        raise DrafterError(f"drafter checkpoint {str(config_path)!r}: unreadable config (not a JSON object)")
+    return config
+
+
+def load_full_model(folder: str | Path, target: CausalLM, config: dict) -> tuple[EagleModel, DraftVocab, dict]:
+    """A full checkpoint: config.json (already read) + model.safetensors."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     from transformers import AutoConfig
 
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise DrafterError(f"drafter checkpoint {str(folder)!r}: missing {path.name}; expected a folder written "
-                               "by `taskspec train` (config.json + model.safetensors)")
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DrafterError(f"drafter checkpoint {str(config_path)!r}: unreadable config ({exc})") from None
     if config.get("format") != FORMAT or config.get("version") != VERSION or config.get("kind") not in KINDS:
         raise DrafterError(f"drafter checkpoint {str(config_path)!r}: not a {FORMAT} v{VERSION} config "
                            f"(format {config.get('format')!r}, version {config.get('version')!r}, "
                            f"kind {config.get('kind')!r})")
-    _check_target(config.get("target", {}), target, folder)
+    if not weights_path.is_file():
+        raise DrafterError(f"drafter checkpoint {str(folder)!r}: missing {WEIGHTS_FILE}; expected a folder written "
+                           f"by `taskspec train` ({CONFIG_FILE} + {WEIGHTS_FILE})")
+    check_target(config.get("target", {}), target, folder)
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -105,9 +147,7 @@ def load_drafter(folder: str | Path, target: CausalLM, **options) -> EagleDrafte
     if missing or unexpected:
         raise DrafterError(f"drafter checkpoint {str(weights_path)!r}: weights do not match the architecture "
                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    model = model.to(target.dtype)
-    return EagleDrafter(model, DraftVocab(d2t, target.vocab_size), target, config["kind"], name=str(folder),
-                        **options)
+    return model.to(target.dtype), DraftVocab(d2t, target.vocab_size), config
 
 
 def _stored(key: str) -> bool:
@@ -127,7 +167,7 @@ def fingerprint_mismatch(saved: dict, target: CausalLM) -> list[str]:
             if k in saved and k in mine and saved[k] != mine[k]]
 
 
-def _check_target(saved: dict, target: CausalLM, folder: Path) -> None:
+def check_target(saved: dict, target: CausalLM, folder: Path) -> None:
     wrong = fingerprint_mismatch(saved, target)
     if wrong:
         raise DrafterError(f"drafter {str(folder)!r} was trained for another target "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -55,6 +56,33 @@ def load_feature_dirs(dirs: list[str | Path], target_fingerprint: dict | None = 
             raise FeatureError(f"--features {str(folder)!r}: no finished shards yet")
         out.append(sequences)
     return out
+
+
+def select_examples(groups: list[list[Sequence]], example_ids: set[str], weights: list[float] | None,
+                    dirs: list[str | Path]) -> tuple[list[list[Sequence]], list[float] | None]:
+    """Only the sequences whose id is in `example_ids` (e.g. one task's examples), from every folder.
+
+    A folder left empty leaves the mix together with its weight, so the other folders keep their proportions."""
+    if weights is not None and len(weights) != len(groups):
+        raise FeatureError(f"--mix {weights}: expected one weight per feature folder ({len(groups)})")
+    kept, kept_weights = [], []
+    for index, group in enumerate(groups):
+        chosen = [seq for seq in group if seq.id in example_ids]
+        if chosen:
+            kept.append(chosen)
+            kept_weights.append(weights[index] if weights is not None else 1.0)
+    if not kept:
+        sample = ", ".join(repr(group[0].id) for group in groups if group)
+        raise FeatureError(f"none of the {len(example_ids)} selected example ids is in --features "
+                           f"{', '.join(str(d) for d in dirs)} (their ids look like {sample})")
+    return kept, kept_weights if weights is not None else None
+
+
+def selection_digest(example_ids: set[str] | None) -> str | None:
+    """sha256 of the sorted ids (None: no selection), recorded so a resume cannot silently train on other ones."""
+    if example_ids is None:
+        return None
+    return hashlib.sha256("\n".join(sorted(example_ids)).encode()).hexdigest()
 
 
 def split_validation(groups: list[list[Sequence]], fraction: float, seed: int) -> tuple[list[list[Sequence]],

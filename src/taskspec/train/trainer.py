@@ -12,6 +12,10 @@ x_{p+2} (positions whose x_{p+2} is a response token count). Losses:
 Validation reports top-1 draft accuracy per depth (pass j ≈ depth j) on held-out sequences for both kinds.
 The checkpoint folder is written atomically every `save_every` steps together with the optimizer state; a killed
 run restarted with the same command resumes and continues the same loss curve.
+
+With lora_rank > 0 the same loop trains peft LoRA layers on the frozen init_from drafter instead of all weights, and
+the folder holds only the adapter (drafters/lora.py): a task specialist costs a few hundred KB, not a head.
+`example_ids` restricts training to some examples of the feature folders (e.g. one task's), without new caches.
 """
 
 from __future__ import annotations
@@ -26,13 +30,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..drafters.checkpoint import load_drafter, save_drafter
+from ..drafters.checkpoint import LORA_FORMAT, load_model, read_config, save_drafter
 from ..drafters.eagle import KINDS, EagleDrafter, EagleModel, body_config
+from ..drafters.lora import DEFAULT_TARGETS, base_sha256, inject_lora, resolve_targets, save_adapter
 from ..drafters.vocab import DraftVocab
 from ..engine.cache import new_cache
 from ..errors import TaskspecError
 from ..models.causal_lm import CausalLM
-from .data import Sequence, load_feature_dirs, mixed_order, split_validation
+from .data import Sequence, load_feature_dirs, mixed_order, select_examples, selection_digest, split_validation
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "train_log.jsonl"
@@ -57,6 +62,9 @@ class TrainConfig:
     eval_every: int = 100
     seed: int = 0
     init_from: str = ""  # a drafter checkpoint to start from (fine-tuning); "" = random initialisation
+    lora_rank: int = 0  # > 0: train a LoRA adapter of this rank on the frozen init_from drafter; 0: all weights
+    lora_alpha: float = 16.0  # the LoRA deltas are scaled by lora_alpha / lora_rank
+    lora_targets: tuple[str, ...] = DEFAULT_TARGETS  # linear layers to adapt (names or name suffixes)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -65,6 +73,16 @@ class TrainConfig:
                      "eval_every"):
             if getattr(self, name) < 1:
                 raise TaskspecError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))  # a list would not compare on resume
+        if self.lora_rank < 0:
+            raise TaskspecError(f"--lora-rank must be >= 0 (0: train all weights), got {self.lora_rank}")
+        if self.lora_rank:
+            if not self.init_from:
+                raise TaskspecError(f"--lora-rank {self.lora_rank}: a LoRA adapter is trained on a base drafter; "
+                                    "pass --init (a drafter checkpoint folder, or eagle2 / hass for a shipped one)")
+            if not self.lora_alpha > 0 or not self.lora_targets:
+                raise TaskspecError(f"--lora-alpha must be > 0 and --lora-targets not empty, got {self.lora_alpha} "
+                                    f"and {self.lora_targets}")
 
     @property
     def passes(self) -> int:
@@ -139,37 +157,28 @@ def vocab_from_features(groups: list[list[Sequence]], target: CausalLM, size: in
 
 
 def train(target: CausalLM, feature_dirs: list[str], out: str | Path, config: TrainConfig,
-          mix: list[float] | None = None, progress: bool = True) -> dict:
-    """Train (or resume) a drafter into `out`; returns the last log entry."""
+          mix: list[float] | None = None, progress: bool = True, example_ids: set[str] | None = None) -> dict:
+    """Train (or resume) a drafter, or a LoRA adapter when config.lora_rank > 0, into `out`; returns the last log
+    entry. example_ids: train only on these examples (ids of the feature manifests, e.g. "mathinstruct/464")."""
     from accelerate import Accelerator
 
     out = Path(out)
     groups = load_feature_dirs(feature_dirs, target.fingerprint)
+    weights = mix
+    if example_ids is not None:
+        example_ids = set(example_ids)
+        groups, weights = select_examples(groups, example_ids, mix, feature_dirs)
+    selection = selection_digest(example_ids)
     train_groups, held_out = split_validation(groups, config.val_fraction, config.seed)
     held_out = held_out[: config.eval_sequences]
-    resumed = (out / STATE_FILE).is_file()
-    if resumed:
-        drafter = load_drafter(out, target)
-        state = torch.load(out / STATE_FILE, weights_only=False)
-        if state["config"] != asdict(config) or state["feature_dirs"] != [str(d) for d in feature_dirs]:
-            raise TaskspecError(f"{out}: a training run with other settings is checkpointed here; use another --out "
-                                "or the same options to resume it")
-        model, vocab = drafter.model.float(), drafter.vocab
-        model.load_state_dict(state["model"])  # the fp32 master weights (the checkpoint itself is bf16)
-    elif config.init_from:  # fine-tune: weights and draft vocabulary of an existing drafter of this target
-        start = load_drafter(config.init_from, target)
-        if len(start.vocab) != config.draft_vocab_size:
-            raise TaskspecError(f"--init {config.init_from}: its draft vocabulary has {len(start.vocab)} tokens but "
-                                f"--draft-vocab-size is {config.draft_vocab_size}; pass --draft-vocab-size "
-                                f"{len(start.vocab)}")
-        torch.manual_seed(config.seed)
-        model, vocab = start.model.float(), start.vocab
-        state = None
-    else:
-        torch.manual_seed(config.seed)
-        model = EagleModel(body_config(target)).float()
-        vocab = vocab_from_features(train_groups, target, config.draft_vocab_size)
-        state = None
+    state = torch.load(out / STATE_FILE, weights_only=False) if (out / STATE_FILE).is_file() else None
+    if state is not None and (state["config"] != asdict(config) or state.get("examples") != selection
+                              or state["feature_dirs"] != [str(d) for d in feature_dirs]
+                              or state.get("mix", mix) != mix):  # runs saved before "mix" was recorded: unchecked
+        raise TaskspecError(f"{out}: a training run with other settings is checkpointed here; use another --out "
+                            "or the same options to resume it")
+    torch.manual_seed(config.seed)
+    model, vocab, base_sha = _initial_model(target, config, train_groups, out, state)
     model.train()
     loss_fn = DraftLoss(model, target, vocab, config)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -184,7 +193,7 @@ def train(target: CausalLM, feature_dirs: list[str], out: str | Path, config: Tr
         step, log = state["step"], state["log"]
         random.setstate(state["python_rng"])
         torch.set_rng_state(state["torch_rng"])
-    order = mixed_order(train_groups, mix, config.steps * config.seqs_per_step, config.seed)
+    order = mixed_order(train_groups, weights, config.steps * config.seqs_per_step, config.seed)
     bar = tqdm(total=config.steps, initial=step, desc=f"train {config.kind}", unit="step", disable=not progress)
     while step < config.steps:
         batch = order[step * config.seqs_per_step : (step + 1) * config.seqs_per_step]
@@ -209,7 +218,7 @@ def train(target: CausalLM, feature_dirs: list[str], out: str | Path, config: Tr
         bar.set_postfix(loss=entry["loss"], acc=entry["train_acc_depth1"])
         if accelerator.is_main_process and (step % config.save_every == 0 or step == config.steps):
             _save(accelerator.unwrap_model(model), vocab, target, out, config, feature_dirs, optimizer, schedule,
-                  step, log, mix)
+                  step, log, mix, example_ids, base_sha)
     bar.close()
     return log[-1] if log else {}
 
@@ -237,10 +246,55 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def _save(model, vocab, target, out, config, feature_dirs, optimizer, schedule, step, log, mix) -> None:
-    drafter = EagleDrafter(_bf16_copy(model), vocab, target, config.kind)
+def _initial_model(target: CausalLM, config: TrainConfig, train_groups: list[list[Sequence]], out: Path,
+                   state: dict | None) -> tuple[EagleModel, DraftVocab, str | None]:
+    """(fp32 model to train, draft vocabulary, sha256 of the LoRA base or None).
+
+    Random weights; init_from's weights (fine-tuning); or init_from frozen under fresh LoRA layers. Resuming, the
+    fp32 master weights of train_state.pt replace the trainable ones (the saved checkpoint itself is bf16)."""
+    base_sha = None
+    if config.lora_rank:
+        if read_config(config.init_from).get("format") == LORA_FORMAT:
+            raise TaskspecError(f"--init {config.init_from}: a LoRA adapter; --lora-rank needs a full drafter "
+                                "checkpoint as its base")
+        base_sha = base_sha256(config.init_from)
+        if state is not None and state.get("base_sha256") != base_sha:
+            raise TaskspecError(f"{out}: the base drafter {config.init_from} has other weights than when this LoRA "
+                                "run started; use another --out, or restore the base to resume")
+    if state is not None and not config.lora_rank:
+        model, vocab, _ = load_model(out, target)
+    elif config.init_from:
+        model, vocab, _ = load_model(config.init_from, target)
+        if len(vocab) != config.draft_vocab_size:
+            raise TaskspecError(f"--init {config.init_from}: its draft vocabulary has {len(vocab)} tokens but "
+                                f"--draft-vocab-size is {config.draft_vocab_size}; pass --draft-vocab-size "
+                                f"{len(vocab)}")
+    else:
+        model = EagleModel(body_config(target))
+        vocab = vocab_from_features(train_groups, target, config.draft_vocab_size)
+    model = model.float()
+    if config.lora_rank:
+        model = inject_lora(model, config.lora_rank, config.lora_alpha, resolve_targets(model, config.lora_targets))
+    if state is not None:
+        wanted = _master_weights(model, config).keys()
+        if set(state["model"]) != set(wanted):
+            raise TaskspecError(f"{out / STATE_FILE}: its weights do not match the model being resumed; use another "
+                                "--out")
+        model.load_state_dict(state["model"], strict=not config.lora_rank)
+    return model, vocab, base_sha
+
+
+def _master_weights(model: EagleModel, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """What train_state.pt keeps to resume: every weight, or (LoRA) only the LoRA ones; the base stays where it is."""
+    weights = model.state_dict()
+    return {k: v for k, v in weights.items() if ".lora_" in k} if config.lora_rank else weights
+
+
+def _save(model, vocab, target, out, config, feature_dirs, optimizer, schedule, step, log, mix, example_ids,
+          base_sha) -> None:
+    selection = selection_digest(example_ids)
     state = {"config": asdict(config), "feature_dirs": [str(d) for d in feature_dirs], "step": step, "log": log,
-             "model": model.state_dict(),
+             "model": _master_weights(model, config), "examples": selection, "mix": mix, "base_sha256": base_sha,
              "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
              "python_rng": random.getstate(), "torch_rng": torch.get_rng_state()}
 
@@ -248,10 +302,17 @@ def _save(model, vocab, target, out, config, feature_dirs, optimizer, schedule, 
         torch.save(state, folder / STATE_FILE)
         (folder / LOG_FILE).write_text("".join(json.dumps(e) + "\n" for e in log))
 
-    save_drafter(drafter, out, extra={"train_step": step, "train_config": asdict(config), "mix": mix,
-                                      "features": [str(d) for d in feature_dirs],
-                                      "last": log[-1] if log else None},
-                 extra_files=write_state)
+    extra = {"train_step": step, "train_config": asdict(config), "mix": mix,
+             "features": [str(d) for d in feature_dirs],
+             "examples": None if example_ids is None else {"count": len(example_ids), "sha256": selection},
+             "last": log[-1] if log else None}
+    if config.lora_rank:
+        save_adapter(model, out, target, base=config.init_from, base_sha=base_sha, kind=config.kind,
+                     rank=config.lora_rank, alpha=config.lora_alpha, targets=config.lora_targets,
+                     draft_vocab_size=len(vocab), extra=extra, extra_files=write_state)
+    else:
+        save_drafter(EagleDrafter(_bf16_copy(model), vocab, target, config.kind), out, extra=extra,
+                     extra_files=write_state)
 
 
 def _bf16_copy(model: EagleModel) -> EagleModel:
