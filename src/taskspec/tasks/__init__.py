@@ -2,7 +2,9 @@
 
 from .detect import (DEFAULT_ENCODER, SentenceEncoder, TaskDescription, TaskDetectionError, TaskDetector,
                      clustering_metrics)
-from .routers import EmbeddingRouter, TargetFeatureRouter, evaluate_router
+from .routers import (ROUTER_KINDS, EmbeddingRouter, SequenceRouter, TargetFeatureRouter, evaluate_router,
+                      load_router, make_router)
 
-__all__ = ["DEFAULT_ENCODER", "EmbeddingRouter", "SentenceEncoder", "TargetFeatureRouter", "TaskDescription",
-           "TaskDetectionError", "TaskDetector", "clustering_metrics", "evaluate_router"]
+__all__ = ["DEFAULT_ENCODER", "ROUTER_KINDS", "EmbeddingRouter", "SentenceEncoder", "SequenceRouter",
+           "TargetFeatureRouter", "TaskDescription", "TaskDetectionError", "TaskDetector", "clustering_metrics",
+           "evaluate_router", "load_router", "make_router"]
