@@ -104,3 +104,17 @@ def test_cli_reports_errors_with_exit_code_2(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", "--prompt", "hi", "--no-such-option"])
     assert exit_info.value.code == 2
+
+
+def test_cli_drafter_set_options_are_checked_before_loading(capsys, tmp_path):
+    assert main(["generate", "--prompt", "hi", "--compose", "merged"]) == 2
+    assert "--compose needs --drafter-set" in capsys.readouterr().err
+    assert main(["generate", "--prompt", "hi", "--drafter-set", str(tmp_path), "--compose", "merged,single"]) == 2
+    assert "one strategy" in capsys.readouterr().err
+    assert main(["bench", "--dataset", "gsm8k", "--compose", "merged"]) == 2
+    assert "--compose needs --drafter-set" in capsys.readouterr().err
+    assert main(["build", "--taskmap", "t.json", "--out", str(tmp_path / "set")]) == 2
+    assert "exactly one of --data" in capsys.readouterr().err
+    assert main(["build", "--taskmap", "t.json", "--features", "f", "--out", str(tmp_path / "s"),
+                 "--drafter-options", "depth=x"]) == 2
+    assert "--drafter-options" in capsys.readouterr().err

@@ -110,10 +110,33 @@ def _lookup_then_feature(target):
     return FallbackDrafter(NgramDrafter(depth=2, min_ngram=2), _feature_drafter(target, depth=2, top_k=1))
 
 
+def _specialists(target, seeds=(1, 2)):
+    from taskspec.drafters.eagle import random_drafter
+
+    return [random_drafter(target, kind="hass", draft_vocab_size=6, seed=s, depth=2, top_k=1) for s in seeds]
+
+
+def _merged(target):
+    from taskspec.drafters.compose import MergedTreeDrafter
+
+    # seeds 1, 2, 1: the third tree duplicates the first, so merging must fold identical paths
+    return MergedTreeDrafter(_specialists(target, (1, 2, 1)), ["a", "b", "c"])
+
+
+def _score_routed(score, per_step):
+    from taskspec.drafters.compose import ScoreRoutedDrafter
+
+    return lambda target: ScoreRoutedDrafter(_specialists(target), ["a", "b"], score, per_step=per_step)
+
+
 FEATURE_DRAFTERS = {
     "sampled-chain": lambda target: _feature_drafter(target, depth=2, top_k=1),  # residual rule
     "dynamic-tree": lambda target: _feature_drafter(target, depth=2, top_k=2, num_nodes=4),  # deterministic rule
     "ngram+feature": _lookup_then_feature,  # both rules, switching from step to step
+    # compositions (drafters/compose.py): a choice made from draft scores, or a merged deterministic tree
+    "merged-with-duplicates": _merged,
+    "confidence-per-step": _score_routed("confidence", True),
+    "entropy-per-request": _score_routed("entropy", False),
 }
 
 

@@ -22,6 +22,15 @@ def _add_target(p: argparse.ArgumentParser) -> None:
                    help="use PyTorch's bf16 linear instead of taskspec's batch-invariant AVX2 kernel")
 
 
+COMPOSE_HELP = ("single[:MEMBER] | averaged | routed[:embedding|target-feature|sequence] | confidence[:step] | "
+                "entropy[:step] | merged | merged-double; append @lora for the LoRA specialists")
+
+
+def _add_drafter_set(p: argparse.ArgumentParser, compose_help: str) -> None:
+    p.add_argument("--drafter-set", help="drafter set folder written by `taskspec build` (refused for another target)")
+    p.add_argument("--compose", help=compose_help)
+
+
 def _add_sampling(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -45,16 +54,36 @@ def cmd_generate(args) -> int:
     from .models.target import load_target
 
     config = _generation_config(args)  # validate options before the slow model load
+    if args.compose and not args.drafter_set:
+        raise TaskspecError("--compose needs --drafter-set DIR (a folder written by `taskspec build`)")
+    if args.compose and "," in args.compose:
+        raise TaskspecError(f"--compose {args.compose!r}: generate takes one strategy (bench takes a list)")
     target = load_target(args.target, args.dtype, use_kernel=not args.no_kernel)
-    result = generate(target, build_drafter(args.drafter, target), args.prompt, config)
+    drafter_set = _drafter_set(args, target)
+    if drafter_set is not None:
+        drafter = drafter_set.compose(args.compose or "routed")
+    else:
+        drafter = build_drafter(args.drafter, target)
+    result = generate(target, drafter, args.prompt, config)
+    label = drafter.name if drafter_set is not None else args.drafter
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
         print(result.text)
         s = result.stats
-        print(f"[{args.drafter}] {s.new_tokens} tokens, τ={s.acceptance_length:.2f}, "
-              f"{s.tokens_per_second:.1f} tokens/s", file=sys.stderr)
+        chosen = getattr(drafter, "choices", None)
+        routed = f", drafted by {', '.join(chosen)}" if chosen else ""
+        print(f"[{label}] {s.new_tokens} tokens, τ={s.acceptance_length:.2f}, "
+              f"{s.tokens_per_second:.1f} tokens/s{routed}", file=sys.stderr)
     return 0
+
+
+def _drafter_set(args, target):
+    """--drafter-set DIR (and --compose): the set, or None when decoding with --drafter alone."""
+    from .drafters.drafter_set import load_drafter_set
+
+    folder = getattr(args, "drafter_set", None)
+    return None if folder is None else load_drafter_set(folder, target)
 
 
 def cmd_bench(args) -> int:
@@ -64,11 +93,15 @@ def cmd_bench(args) -> int:
 
     config = _generation_config(args)
     methods = split_method_list(args.methods)
+    if args.compose:
+        if not args.drafter_set:
+            raise TaskspecError("--compose needs --drafter-set DIR (a folder written by `taskspec build`)")
+        methods += split_method_list([args.compose])
     prompts = []
     for name in filter(None, args.dataset.split(",")):
         prompts += load_prompts(name, data_dir=args.data_dir, limit=args.limit)
     target = load_target(args.target, args.dtype, use_kernel=not args.no_kernel)
-    return _run_and_report(target, prompts, methods, config, args.out, args)
+    return _run_and_report(target, prompts, methods, config, args.out, args, _drafter_set(args, target))
 
 
 def cmd_demo(args) -> int:
@@ -149,14 +182,21 @@ def _int_pair(text: str, option: str) -> tuple[int, int]:
 
 
 def cmd_features(args) -> int:
-    from .data import load_prompts
     from .models.target import load_target
+
+    target = load_target(args.target, args.dtype, use_kernel=not args.no_kernel)
+    _extract_features(target, args, Path(args.out))
+    return 0
+
+
+def _extract_features(target, args, out: Path) -> Path:
+    """The feature cache of `taskspec features` (also `build --data`): args.data, .data_dir, .limit, .source, ..."""
+    from .data import load_prompts
     from .train.features import build_feature_cache, examples_from_dataset, examples_from_target
 
     prompts = []
     for name in filter(None, args.data.split(",")):
         prompts += load_prompts(name, data_dir=args.data_dir, limit=args.limit)
-    target = load_target(args.target, args.dtype, use_kernel=not args.no_kernel)
     if target.tokenizer is None:
         from .errors import TargetError
 
@@ -165,7 +205,7 @@ def cmd_features(args) -> int:
         examples = examples_from_dataset(target, prompts, args.max_tokens)
     else:
         examples = examples_from_target(target, prompts, args.max_tokens, args.max_new_tokens,
-                                        Path(args.out) / "target_outputs.jsonl", progress=not args.quiet)
+                                        out / "target_outputs.jsonl", progress=not args.quiet)
     if not examples:
         from .errors import TaskspecError
 
@@ -174,13 +214,13 @@ def cmd_features(args) -> int:
         import random
 
         random.Random(args.shuffle_seed).shuffle(examples)
-    manifest = build_feature_cache(target, examples, args.out, top_k=args.top_k,
+    manifest = build_feature_cache(target, examples, out, top_k=args.top_k,
                                    examples_per_shard=args.examples_per_shard, progress=not args.quiet,
                                    meta={"data": args.data, "source": args.source, "max_tokens": args.max_tokens})
     tokens = sum(s["tokens"] for s in manifest["shards"])
-    print(f"{args.out}: {len(examples)} examples, {tokens} tokens in {len(manifest['shards'])} shards, "
+    print(f"{out}: {len(examples)} examples, {tokens} tokens in {len(manifest['shards'])} shards, "
           f"{manifest['tokens_per_second_this_run']} tokens/s this run", file=sys.stderr)
-    return 0
+    return out
 
 
 def cmd_train(args) -> int:
@@ -192,12 +232,53 @@ def cmd_train(args) -> int:
     config = TrainConfig(kind=args.kind, steps=args.steps, seqs_per_step=args.seqs_per_step, lr=args.lr,
                          warmup_steps=args.warmup_steps, draft_vocab_size=args.draft_vocab_size,
                          token_weight=args.token_weight, hca_passes=args.hca_passes, save_every=args.save_every,
-                         eval_every=args.eval_every, seed=args.seed, init_from=_init_path(args.init, target))
+                         eval_every=args.eval_every, seed=args.seed, init_from=_init_path(args.init, target),
+                         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha)
     last = train(target, [d for d in args.features.split(",") if d], args.out, config, mix=mix,
                  progress=not args.quiet)
     print(f"{args.out}: step {last.get('step')}, loss {last.get('loss')}, held-out draft accuracy per depth "
           f"{last.get('val_acc_per_depth')}", file=sys.stderr)
     return 0
+
+
+def cmd_build(args) -> int:
+    from .models.target import load_target
+    from .train.build import BuildConfig, build_drafter_set
+
+    if bool(args.data) == bool(args.features):
+        raise TaskspecError("build: pass exactly one of --data SPEC (extract features here) or --features DIRS")
+    options = {}
+    for part in filter(None, (args.drafter_options or "").split(",")):
+        key, eq, value = part.partition("=")
+        if not eq or key not in ("depth", "top_k", "num_nodes") or not value.isdigit():
+            raise TaskspecError(f"--drafter-options {args.drafter_options!r}: expected depth=N,top_k=N,num_nodes=N")
+        options[key] = int(value)
+    config = BuildConfig(kind=args.kind, generic=args.generic, steps=args.steps, lr=args.lr,
+                         warmup_steps=args.warmup_steps, seqs_per_step=args.seqs_per_step,
+                         draft_vocab_size=args.draft_vocab_size, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
+                         mixed_fractions=tuple(_floats(args.mixed_sizes, "--mixed-sizes")),
+                         folder_mix=tuple(_floats(args.mix, "--mix")) if args.mix else (),
+                         routers=tuple(filter(None, args.routers.split(","))),
+                         stages=tuple(filter(None, args.stages.split(","))), seed=args.seed, options=options)
+    target = load_target(args.target, args.dtype, use_kernel=not args.no_kernel)
+    if args.data:
+        feature_dirs = [str(_extract_features(target, args, Path(args.out) / "features"))]
+    else:
+        feature_dirs = [d for d in args.features.split(",") if d]
+    names = [n.strip() for n in args.task_names.split(",")] if args.task_names else None
+    manifest = build_drafter_set(target, args.taskmap, feature_dirs, args.out, config, task_names=names,
+                                 progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+    print(f"{args.out}: drafter set with {len(manifest['tasks'])} tasks "
+          f"({', '.join(t['name'] for t in manifest['tasks'])}), members {', '.join(manifest['members'])}, "
+          f"routers {', '.join(manifest['routers']) or 'none'}", file=sys.stderr)
+    return 0
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v]
+    except ValueError:
+        raise TaskspecError(f"{option} {text!r}: expected comma-separated numbers") from None
 
 
 def _init_path(spec: str | None, target) -> str:
@@ -213,13 +294,17 @@ def _init_path(spec: str | None, target) -> str:
     return spec or ""
 
 
-def _run_and_report(target, prompts, methods, config, out, args) -> int:
+def _run_and_report(target, prompts, methods, config, out, args, drafter_set=None) -> int:
     from .bench.report import markdown_tables
     from .bench.runner import run_bench
     from .io_utils import write_json_atomic
 
-    result = run_bench(target, prompts, methods, config, progress=not args.quiet,
-                       meta={"command": " ".join(["taskspec", *sys.argv[1:]])}).to_dict()
+    meta = {"command": " ".join(["taskspec", *sys.argv[1:]])}
+    if drafter_set is not None:
+        meta["drafter_set"] = {"folder": str(drafter_set.folder), "tasks": drafter_set.manifest["tasks"],
+                               "options": drafter_set.options}
+    result = run_bench(target, prompts, methods, config, progress=not args.quiet, meta=meta,
+                       drafter_set=drafter_set).to_dict()
     print(markdown_tables(result))
     if out:
         write_json_atomic(out, result)
@@ -239,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "ngram-tree | model:PATH[,depth=N,top_k=K] | eagle2[:PATH] | hass[:PATH][,depth=N,top_k=K,"
                         "num_nodes=M]")
     g.add_argument("--prompt", required=True)
+    _add_drafter_set(g, "strategy (default routed): " + COMPOSE_HELP)
     _add_sampling(g, 128)
     g.add_argument("--stop", action="append", help="stop string (repeatable)")
     g.add_argument("--json", action="store_true", help="print one JSON object {text, token_ids, stats}")
@@ -252,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--methods", nargs="+", default=["none,ngram,auto,hf-generate,hf-prompt-lookup"],
                    help="comma/space separated: none, auto, ngram[:opts], ngram-tree, model:PATH, eagle2[:PATH], "
                         "hass[:PATH], hf-generate, hf-prompt-lookup[:N]")
+    _add_drafter_set(b, "strategies, comma-separated, run side by side with --methods: " + COMPOSE_HELP)
     _add_sampling(b, 128)
     b.add_argument("--out", help="write the full result (JSON) here")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -307,6 +394,42 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="feature folder (resumed if it exists)")
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=cmd_features)
+    bd = sub.add_parser("build", help="per-task specialist drafters, mixes and routers from a task map (resumable)")
+    _add_target(bd)
+    bd.add_argument("--taskmap", required=True, help="task map from `taskspec detect`")
+    bd.add_argument("--features", help="feature folder(s) from `taskspec features`, comma-separated (read in place)")
+    bd.add_argument("--data", help="or: dataset name(s) / .jsonl to extract features from into OUT/features")
+    bd.add_argument("--data-dir", help="data folder (default: $TASKSPEC_DATA, else ../shared/data)")
+    bd.add_argument("--limit", type=int, default=None, help="with --data: prompts per dataset (default: all)")
+    bd.add_argument("--source", choices=["dataset", "target"], default="target",
+                    help="with --data: responses from the dataset or the target's own outputs (default)")
+    bd.add_argument("--max-tokens", type=int, default=384, help="with --data: prompt + response tokens per example")
+    bd.add_argument("--max-new-tokens", type=int, default=128, help="with --data --source target: output length")
+    bd.add_argument("--top-k", type=int, default=10, help="with --data: target logits kept per token")
+    bd.add_argument("--examples-per-shard", type=int, default=64)
+    bd.add_argument("--shuffle-seed", type=int, default=0)
+    bd.add_argument("--out", required=True, help="drafter set folder (resumed if it exists)")
+    bd.add_argument("--kind", choices=["eagle2", "hass"], default="eagle2")
+    bd.add_argument("--generic", default="shipped",
+                    help="generic drafter to fine-tune from: a checkpoint folder, 'shipped' (default; trained here "
+                         "when none ships for the target) or 'train'")
+    bd.add_argument("--task-names", help="a name per task of the task map, in its order (default task0, task1, ...)")
+    bd.add_argument("--steps", type=int, default=300, help="training steps per specialist and mix (default 300)")
+    bd.add_argument("--lr", type=float, default=3e-4)
+    bd.add_argument("--warmup-steps", type=int, default=20)
+    bd.add_argument("--seqs-per-step", type=int, default=4)
+    bd.add_argument("--draft-vocab-size", type=int, default=16384, help="for a generic drafter trained here")
+    bd.add_argument("--lora-rank", type=int, default=8)
+    bd.add_argument("--lora-alpha", type=float, default=16.0)
+    bd.add_argument("--mixed-sizes", default="0.5,1",
+                    help="fractions of every task's examples in the two equal-mix drafters (default 0.5,1)")
+    bd.add_argument("--mix", help="extra sampling weight per feature folder, comma-separated")
+    bd.add_argument("--routers", default="embedding,target-feature,sequence", help="router kinds to fit")
+    bd.add_argument("--stages", default="heads,lora,mixed,routers", help="what to build (default: everything)")
+    bd.add_argument("--drafter-options", help="drafting defaults stored in the set, e.g. depth=4")
+    bd.add_argument("--seed", type=int, default=0)
+    bd.add_argument("--quiet", action="store_true")
+    bd.set_defaults(func=cmd_build)
     t = sub.add_parser("train", help="train an EAGLE-2 or HASS drafter on feature caches (resumable)")
     _add_target(t)
     t.add_argument("--kind", choices=["eagle2", "hass"], default="hass")
@@ -325,6 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--init", help="start from this drafter checkpoint (fine-tuning; its draft vocabulary is kept), "
                                   "or 'eagle2' / 'hass' for the shipped ones")
+    t.add_argument("--lora-rank", type=int, default=0,
+                   help="> 0: train a LoRA adapter of this rank on the --init drafter (a folder of a few hundred KB "
+                        "that `load_drafter` merges); 0 (default): train all weights")
+    t.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale numerator (deltas × alpha / rank)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
     return parser

@@ -1,6 +1,7 @@
 """Benchmark methods: the engine with any drafter, and two peers measured the same way.
 
     none, ngram[...], ngram-tree[...], model:PATH[...]   the taskspec engine with that drafter
+    single, averaged, routed:R, confidence, merged, ...  a composition of a drafter set (`--drafter-set DIR`)
     hf-generate                                          transformers `generate` (greedy or sampled)
     hf-prompt-lookup[:N]                                 transformers `generate(prompt_lookup_num_tokens=N)`, N=10
 
@@ -28,17 +29,23 @@ from ..models.causal_lm import CausalLM
 class MethodRun:
     token_ids: list[int]
     stats: SpecStats
+    routing: dict[str, int] | None = None  # composed drafters: which specialist drafted (requests or steps)
 
 
 class EngineMethod:
-    def __init__(self, spec: str, target: CausalLM):
+    def __init__(self, spec: str, target: CausalLM, drafter=None):
         self.name = spec
         self.target = target
-        self.drafter = build_drafter(spec, target)
+        self.drafter = drafter if drafter is not None else build_drafter(spec, target)
 
     def run(self, prompt_ids: list[int], config: GenerationConfig) -> MethodRun:
+        choices = getattr(self.drafter, "choices", None)
+        before = dict(choices) if choices is not None else None
         result = generate(self.target, self.drafter, prompt_ids, config)
-        return MethodRun(result.token_ids, result.stats)
+        routing = None
+        if choices is not None:
+            routing = {k: v - before.get(k, 0) for k, v in choices.items() if v - before.get(k, 0)}
+        return MethodRun(result.token_ids, result.stats, routing)
 
 
 class HFGenerateMethod:
@@ -79,8 +86,11 @@ class HFGenerateMethod:
         return MethodRun(new, stats)
 
 
-def build_method(spec: str, target: CausalLM):
+def build_method(spec: str, target: CausalLM, drafter_set=None):
+    """A method by name; with a drafter set, composition strategies (drafters/drafter_set.py) are methods too."""
     kind, _, arg = spec.partition(":")
+    if drafter_set is not None and is_strategy(spec):
+        return EngineMethod(spec, target, drafter_set.compose(spec))
     if kind == "hf-generate":
         if arg:
             raise TaskspecError(f"method {spec!r}: hf-generate takes no options")
@@ -92,6 +102,12 @@ def build_method(spec: str, target: CausalLM):
             raise TaskspecError(f"method {spec!r}: expected hf-prompt-lookup[:N] with N an integer") from None
         return HFGenerateMethod(spec, target, prompt_lookup_tokens=tokens)
     return EngineMethod(spec, target)
+
+
+def is_strategy(spec: str) -> bool:
+    from ..drafters.drafter_set import STRATEGIES
+
+    return spec.partition("@")[0].partition(":")[0] in STRATEGIES
 
 
 def split_method_list(items: list[str]) -> list[str]:

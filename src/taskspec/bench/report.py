@@ -27,6 +27,20 @@ def markdown_tables(result: dict) -> str:
                 f"{per_step['draft']:.1f}" if engine else "–",
                 f"{per_step['target']:.1f}" if engine else "–",
                 f"{per_step['accept_and_overhead']:.2f}" if engine else "–"))
+    routing = [(method, row["routing"]) for method, row in result["summary"].get("all", {}).items()
+               if row.get("routing")]
+    if routing:
+        out.append("")
+        out.append("**routing split** (specialist chosen: requests, or verification steps for per-step routing)")
+        out.append("")
+        out.append("| method | dataset | split |")
+        out.append("|---|---|---|")
+        for dataset, table in result["summary"].items():
+            for method, _ in routing:
+                split = table.get(method, {}).get("routing", {})
+                total = sum(split.values()) or 1
+                out.append(f"| {method} | {dataset} | " + ", ".join(f"{k} {v / total:.0%}" for k, v in split.items())
+                           + " |")
     if result.get("mismatches"):
         out.append("")
         out.append(f"{len(result['mismatches'])} greedy output(s) differ from `none`; first divergences "

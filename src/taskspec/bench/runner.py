@@ -36,8 +36,8 @@ class BenchResult:
 
 
 def run_bench(target: CausalLM, prompts: list[Prompt], method_specs: list[str], config: GenerationConfig,
-              progress: bool = True, warmup: bool = True, meta: dict | None = None) -> BenchResult:
-    methods = [build_method(spec, target) for spec in method_specs]
+              progress: bool = True, warmup: bool = True, meta: dict | None = None, drafter_set=None) -> BenchResult:
+    methods = [build_method(spec, target, drafter_set) for spec in method_specs]
     encoded = [encode_prompt(target, p.text) for p in prompts]
     if warmup:  # first calls pay for kernel selection and allocation; keep them out of the numbers
         for method in methods:
@@ -50,6 +50,8 @@ def run_bench(target: CausalLM, prompts: list[Prompt], method_specs: list[str], 
             run = method.run(ids, config)
             result.runs.append({"prompt_id": prompt.id, "dataset": prompt.source, "method": method.name,
                                 "token_ids": run.token_ids, "stats": run.stats.to_dict(), "_stats": run.stats})
+            if run.routing is not None:
+                result.runs[-1]["routing"] = run.routing
             bar.update()
             bar.set_postfix_str(f"{method.name}: {run.stats.tokens_per_second:.1f} tok/s")
     bar.close()
@@ -73,6 +75,13 @@ def summarise(runs: list[dict], method_specs: list[str], greedy: bool) -> dict:
             total = sum((r["_stats"] for r in mine), SpecStats())
             entry = total.to_dict()
             entry["prompts"] = len(mine)
+            routed = [r["routing"] for r in mine if "routing" in r]
+            if routed:  # the routing split: how often each specialist drafted (per request, or per step)
+                split: dict[str, int] = {}
+                for choice in routed:
+                    for label, count in choice.items():
+                        split[label] = split.get(label, 0) + count
+                entry["routing"] = dict(sorted(split.items()))
             if greedy and baseline_tokens:
                 same = [r["token_ids"] == baseline_tokens.get(r["prompt_id"]) for r in mine]
                 entry["greedy_match_rate"] = round(sum(same) / len(same), 4) if same else None

@@ -128,4 +128,12 @@ def build_drafter(spec: str, target: CausalLM) -> Drafter:
     return DRAFTERS[kind](arg, options, target, spec)
 
 
-__all__ = ["DraftContext", "Drafter", "NoDrafter", "NgramDrafter", "ModelDrafter", "build_drafter", "DRAFTERS"]
+def load_drafter_set(folder, target: CausalLM, **options):
+    """A drafter set (`taskspec build`) for `target`; `.compose(strategy)` gives a drafter (drafters/drafter_set.py)."""
+    from .drafter_set import load_drafter_set as load
+
+    return load(folder, target, **options)
+
+
+__all__ = ["DraftContext", "Drafter", "NoDrafter", "NgramDrafter", "ModelDrafter", "build_drafter", "DRAFTERS",
+           "load_drafter_set"]

@@ -19,6 +19,7 @@ the newly committed tokens replace the predicted ones.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -94,6 +95,8 @@ class EagleDrafter:
                                f"{target.name!r} ({target.hidden_size})")
         self.kind, self.depth, self.top_k, self.num_nodes = kind, depth, top_k, num_nodes
         self.name = name or kind
+        # True: draft the argmax chain (a deterministic tree) even at T > 0, as merged trees need (compose.py)
+        self.deterministic = False
         self.model = model.eval()
         # the decoder layer called directly (lean_body.py); lean=False: through the model forward (the reference)
         self.lm = LeanBody(model.body) if lean else CausalLM(model.body, name=self.name)
@@ -120,6 +123,7 @@ class EagleDrafter:
         self.cache = new_cache()
         self.features: list[torch.Tensor] = [] if target_hidden is None else [target_hidden]  # unfed rows
         self.fed = 0  # drafter positions in self.cache (pairs (f_p, x_{p+1}) with p < fed)
+        self._root: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (len(tokens), root hidden, root logits)
 
     def observe(self, committed, target_hidden=None) -> None:
         if target_hidden is None:
@@ -132,9 +136,8 @@ class EagleDrafter:
         tokens = context.tokens
         if depth < 1 or len(tokens) < 2:
             return DraftTree.empty()
-        root_hidden = self._feed_committed(tokens)  # [hidden]: predicted feature of the root position
+        root_hidden, root_logits = self.root_prediction(tokens)  # [hidden], [draft_vocab]
         try:
-            root_logits = self.logits(root_hidden[None])[0]  # [draft_vocab]
             if self.top_k == 1:  # a chain: no tree search needed (at T=0 the same drafts grow_tree would pick)
                 return self._chain(root_logits, root_hidden, min(depth, self.num_nodes), context)
             hidden_of: dict[int, torch.Tensor] = {}
@@ -146,6 +149,41 @@ class EagleDrafter:
             return DraftTree(tuple(self.vocab.d2t[list(tree.tokens)].tolist()), tree.parents)
         finally:
             crop(self.cache, self.fed)
+
+    @torch.inference_mode()
+    def draft_scores(self, context: DraftContext, steps: int = 1) -> tuple[float, float]:
+        """(confidence, entropy) of this drafter's first `steps` draft steps from the committed context: the mean
+        top-1 probability and the mean entropy (nats) of its raw (temperature 1) distributions along its argmax chain.
+
+        Confidence and entropy routing (TAPS) compare specialists by these. They depend on the committed tokens only,
+        never on a sampled draft, so choosing a drafter by them keeps sampled verification exact."""
+        tokens = context.tokens
+        if len(tokens) < 2:
+            return 0.0, math.inf
+        hidden, logits = self.root_prediction(tokens)
+        confidences, entropies = [], []
+        try:
+            for step in range(max(1, steps)):
+                logp = torch.log_softmax(logits, -1)  # [draft_vocab]
+                confidences.append(float(logp.max().exp()))
+                entropies.append(float(-(logp.exp() * logp).sum()))
+                if step + 1 < steps:
+                    ids = self.vocab.d2t[logp.argmax()[None]]  # [1]
+                    embeds = self.model.fuse(self.embed(ids), hidden[None])
+                    hidden = self.lm.forward(ids, self.cache, logit_rows=None, want_hidden=True,
+                                             inputs_embeds=embeds).hidden[0]
+                    logits = self.logits(hidden[None])[0]
+        finally:
+            crop(self.cache, self.fed)
+        return sum(confidences) / len(confidences), sum(entropies) / len(entropies)
+
+    def root_prediction(self, tokens: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """([hidden] predicted feature, [draft_vocab] logits) at the root; computed once per committed length, so
+        scoring a drafter and then drafting with it feeds the committed pairs once."""
+        if self._root is None or self._root[0] != len(tokens):
+            hidden = self._feed_committed(tokens)
+            self._root = (len(tokens), hidden, self.logits(hidden[None])[0])
+        return self._root[1], self._root[2]
 
     # ---- internals --------------------------------------------------------------------------------------------------
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -184,8 +222,9 @@ class EagleDrafter:
     def _chain(self, root_logits: torch.Tensor, root_hidden: torch.Tensor, depth: int,
                context: DraftContext) -> DraftTree:
         """top_k = 1: each draft is the drafter's argmax at T=0 (a deterministic chain); at T > 0 it is sampled
-        from the drafter's processed distribution, which the residual rule needs as draft_probs."""
-        greedy = context.params.greedy
+        from the drafter's processed distribution, which the residual rule needs as draft_probs, unless
+        `deterministic` is set (then the argmax chain, verified by the deterministic-draft rule)."""
+        greedy = context.params.greedy or self.deterministic
         tokens, rows = [], []
         logits, hidden = root_logits, root_hidden
         for step in range(depth):

@@ -1,0 +1,108 @@
+"""`taskspec build` end to end on a tiny target: tasks from a task map, specialists (heads, LoRA), mixes, routers,
+a loadable drafter set whose strategies decode exactly; a rerun resumes instead of retraining."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import reference_greedy, tiny_llama_with_tokenizer
+from taskspec.drafters.drafter_set import MANIFEST, load_drafter_set
+from taskspec.engine.decode import GenerationConfig, encode_prompt, generate
+from taskspec.tasks import TaskDetector
+from taskspec.train.build import BuildConfig, BuildError, build_drafter_set, prompt_text
+from taskspec.train.data import load_feature_dirs
+from taskspec.train.features import Example, build_feature_cache
+
+MATH = [f"compute {a} plus {b} times {a + b}" for a, b in ((3, 4), (12, 7), (5, 9), (21, 2), (8, 8), (14, 6))]
+PROSE = [f"write a short poem about the {w} in the garden" for w in ("rose", "bird", "rain", "moon", "tree", "cat")]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("build")
+    target = tiny_llama_with_tokenizer()
+    tok = target.tokenizer
+    examples = []
+    for i, text in enumerate(MATH + PROSE):
+        prompt_ids = tok(text)["input_ids"]
+        response = " answer 42 42 42" if text in MATH else " roses are red roses are red"
+        examples.append(Example(f"ex{i}", prompt_ids, tok(response, add_special_tokens=False)["input_ids"]))
+    build_feature_cache(target, examples[::2], root / "f1", top_k=4, examples_per_shard=4, progress=False)
+    build_feature_cache(target, examples[1::2], root / "f2", top_k=4, examples_per_shard=4, progress=False)
+    detector = TaskDetector(k=2).fit(MATH + PROSE)
+    detector.save(root / "taskmap.json")
+    return target, root, detector
+
+
+CONFIG = BuildConfig(kind="eagle2", generic="train", steps=3, seqs_per_step=2, draft_vocab_size=64, lora_rank=2,
+                     routers=("embedding", "target-feature"), min_task_examples=2, save_every=3,
+                     options={"depth": 2})
+
+
+def test_build_makes_a_drafter_set_that_decodes_exactly_and_resumes(workspace):
+    target, root, detector = workspace
+    math_task = int(detector.predict(MATH[:1])[0])
+    names = ["math", "prose"] if math_task == 0 else ["prose", "math"]
+    features = [str(root / "f1"), str(root / "f2")]
+    out = root / "set"
+    manifest = build_drafter_set(target, root / "taskmap.json", features, out, CONFIG, task_names=names,
+                                 progress=False, log=lambda m: None)
+    assert {t["name"]: t["examples"] for t in manifest["tasks"]} == {"math": 6, "prose": 6}
+    assert set(manifest["members"]) == {"generic", "head:math", "head:prose", "lora:math", "lora:prose",
+                                        "mixed-small", "mixed-large"}
+    assert manifest["specialists"]["lora"] == {"math": "lora:math", "prose": "lora:prose"}
+    assert set(manifest["routers"]) == {"embedding", "target-feature"}
+    # each specialist trained on its own task's examples only
+    head = json.loads((out / "heads" / "math" / "config.json").read_text())
+    assert head["examples"]["count"] == 6
+    # the routers agree with the task map on the training prompts
+    evaluation = json.loads((out / "routers" / "evaluation.json").read_text())
+    assert evaluation["target-feature"]["held_out_accuracy"] >= 0.5
+
+    drafter_set = load_drafter_set(out, target)
+    prompt = encode_prompt(target, MATH[0])
+    expected = reference_greedy(target, prompt, 12)
+    for strategy in ("single", "routed", "routed:embedding", "routed@lora", "averaged", "confidence", "merged",
+                     "single:mixed-small"):
+        drafter = drafter_set.compose(strategy)
+        result = generate(target, drafter, prompt, GenerationConfig(max_new_tokens=12, stop_on_eos=False))
+        assert result.token_ids == expected, strategy
+    routed = drafter_set.compose("routed:target-feature")
+    generate(target, routed, prompt, GenerationConfig(max_new_tokens=4, stop_on_eos=False))
+    assert sum(routed.choices.values()) == 1
+
+    # a rerun finds every stage complete: the same manifest, no weights rewritten
+    stamp = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
+    again = build_drafter_set(target, root / "taskmap.json", features, out, CONFIG, task_names=names,
+                              progress=False, log=lambda m: None)
+    assert {k: v for k, v in again.items() if k != "build"} == {k: v for k, v in manifest.items() if k != "build"}
+    assert stamp == {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
+    assert json.loads((out / MANIFEST).read_text())["tasks"] == manifest["tasks"]
+
+
+def test_prompt_text_is_the_prompt_before_the_response(workspace):
+    target, root, _ = workspace
+    texts = {prompt_text(target, seq) for group in load_feature_dirs([root / "f1", root / "f2"]) for seq in group}
+    assert texts == set(MATH + PROSE)
+
+
+def test_build_rejects_bad_inputs(workspace):
+    target, root, _ = workspace
+    features = [str(root / "f1")]
+    with pytest.raises(BuildError, match="task-names"):
+        build_drafter_set(target, root / "taskmap.json", features, root / "bad", CONFIG, task_names=["only-one"],
+                          progress=False, log=lambda m: None)
+    with pytest.raises(BuildError, match="mixed-sizes"):
+        BuildConfig(mixed_fractions=(0.5, 2.0))
+    with pytest.raises(BuildError, match="stages"):
+        BuildConfig(stages=("heads", "everything"))
+    with pytest.raises(BuildError, match="no task has"):
+        build_drafter_set(target, root / "taskmap.json", features, root / "bad2",
+                          BuildConfig(generic="train", min_task_examples=100), progress=False, log=lambda m: None)
+    from taskspec.tasks.detect import TaskDetectionError
+
+    with pytest.raises(TaskDetectionError, match="task map"):
+        build_drafter_set(target, root / "f1" / "manifest.json", features, root / "bad3", CONFIG, progress=False,
+                          log=lambda m: None)
