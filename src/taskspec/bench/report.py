@@ -1,4 +1,4 @@
-"""Markdown tables from a bench result (the same figures as the JSON, for people)."""
+"""Markdown tables from a bench result (the same figures as the JSON, for people), and `taskspec report`'s report.md."""
 
 from __future__ import annotations
 
@@ -49,3 +49,43 @@ def markdown_tables(result: dict) -> str:
             out.append(f"- {m['method']} on {m['prompt_id']} at token {m['position']}: "
                        f"{m.get('none_token')} vs {m.get('method_token')}, gap {m.get('top2_gap')}")
     return "\n".join(out)
+
+
+def write_report(result: dict, out_dir, source: str | None = None, prompt_map: list[dict] | None = None):
+    """`taskspec report`: out_dir/report.md (meta, the tables above, every plot with a caption) and the plots of
+    bench/plots.py as PNGs, all written atomically. `prompt_map` (bench.plots.prompt_map) overrides the result's
+    own; a plot without data is skipped and report.md says why. Returns the path of report.md."""
+    from pathlib import Path
+
+    from ..io_utils import write_text_atomic
+    from .plots import check_prompt_map, check_result, write_plots
+
+    check_result(result, repr(source) if source else "result")
+    if prompt_map is not None:
+        check_prompt_map(prompt_map, "prompt map")
+    out_dir = Path(out_dir)
+    plots = write_plots(result, out_dir, prompt_map)
+    meta = result["meta"]
+    title = f"taskspec report: {Path(source).name}" if source else "taskspec report"
+    out = [f"# {title}", "", "| | |", "|---|---|"]
+    rows = [("source", _code(str(source)) if source else None), ("date", meta.get("date")),
+            ("target", _code(str(meta["target"]))), ("dtype", meta.get("dtype")),
+            ("temperature", meta.get("temperature")), ("max_new_tokens", meta.get("max_new_tokens")),
+            ("prompts", meta.get("prompts")), ("datasets", ", ".join(meta.get("datasets") or []) or None),
+            ("methods", ", ".join(_code(m) for m in meta.get("methods") or []) or None),
+            ("command", _code(meta["command"]) if meta.get("command") else None)]
+    out += [f"| {key} | {value} |" for key, value in rows if value is not None]
+    out += ["", "## Tables", "", markdown_tables(result), "", "## Plots"]
+    for plot in plots:
+        out += ["", f"### {plot.title}", ""]
+        if plot.skipped:
+            out.append(f"*Skipped: {plot.skipped}.*")
+        else:
+            out += [f"![{plot.title}]({plot.name})", "", f"*{plot.caption}*"]
+    return write_text_atomic(out_dir / "report.md", "\n".join(out) + "\n")
+
+
+def _code(text: str) -> str:
+    """A Markdown code span for a table cell: survives backticks and pipes in the text."""
+    text = text.replace("|", "\\|")  # a table cell ends at an unescaped pipe, even inside code
+    return f"`` {text} ``" if "`" in text else f"`{text}`"

@@ -22,15 +22,13 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..io_utils import write_json_atomic
+from ..io_utils import write_bytes_atomic, write_json_atomic
 from .detect import DEFAULT_ENCODER, SentenceEncoder, TaskDetectionError
 
 FORMAT = "taskspec-router"
@@ -360,7 +358,7 @@ class SequenceRouter:
             raise TaskDetectionError(f"router path {str(path)!r}: give the JSON file's path (e.g. sequence.json); "
                                      "the weights go beside it as .safetensors")
         blob = safetensors_bytes({k: v.detach().contiguous() for k, v in self.net.state_dict().items()})
-        _write_bytes_atomic(weights, blob)
+        write_bytes_atomic(weights, blob)
         return write_json_atomic(path, {"format": FORMAT, "version": VERSION, "kind": self.kind,
                                         "options": self.options, "classes": self.classes, "losses": self.losses,
                                         "tokenizer": tokenizer_fingerprint(self.tokenizer),
@@ -412,20 +410,6 @@ def tokenizer_mismatch(saved: dict, tokenizer) -> list[str]:
             if saved.get(k) != mine[k]]
 
 
-def _write_bytes_atomic(path: Path, blob: bytes) -> Path:
-    """Write to a temporary file beside `path`, fsync, rename over it (the same scheme as io_utils)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _check_fit_input(prompts, labels) -> list[int]:
