@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
-import torch
 
-from conftest import PROMPT, tiny_llama
+from conftest import tiny_llama
 from taskspec.cli import main
 from taskspec.drafters import ModelDrafter, NoDrafter, build_drafter
 from taskspec.engine.decode import GenerationConfig, generate

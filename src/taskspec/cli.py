@@ -274,6 +274,15 @@ def cmd_build(args) -> int:
     return 0
 
 
+def cmd_pipeline(args) -> int:
+    from .pipeline import format_summary, load_config, run_pipeline
+
+    config = load_config(args.config, out=args.out)  # every key checked before the model loads
+    run = run_pipeline(config, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+    print(format_summary(run.summary))
+    return 0
+
+
 def _floats(text: str, option: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v]
@@ -292,6 +301,27 @@ def _init_path(spec: str | None, target) -> str:
                                 "checkpoint folder")
         return str(shipped[spec])
     return spec or ""
+
+
+def cmd_report(args) -> int:
+    from .bench.plots import PLOT_FILES, load_result, prompt_map, result_prompts
+    from .bench.report import write_report
+
+    if args.data_dir and not args.taskmap:
+        raise TaskspecError("--data-dir is read with --taskmap (to reload the prompts of the prompt map)")
+    result = load_result(args.result)
+    points = None
+    if args.taskmap:
+        from .tasks import TaskDetector
+
+        detector = TaskDetector.load(args.taskmap)
+        texts, ids = result_prompts(result, args.data_dir)
+        print(f"embedding {len(texts)} prompts with {detector.encoder}...", file=sys.stderr)
+        points = prompt_map(texts, ids, detector)
+    path = write_report(result, args.out, source=args.result, prompt_map=points)
+    pngs = [name for name in PLOT_FILES if (Path(args.out) / name).is_file()]
+    print(f"wrote {path} and {len(pngs)} plots ({', '.join(pngs)})", file=sys.stderr)
+    return 0
 
 
 def _run_and_report(target, prompts, methods, config, out, args, drafter_set=None) -> int:
@@ -352,6 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo.json")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
+    r = sub.add_parser("report", help="report.md and PNG plots (τ, depth, routing, speedup, prompt map) from a "
+                                      "bench or demo result")
+    r.add_argument("result", help="result JSON written by `taskspec bench --out` or `taskspec demo --out`")
+    r.add_argument("--out", required=True, help="folder for report.md and the plots (created)")
+    r.add_argument("--taskmap", help="task map from `taskspec detect`: map the result's prompts in 2-D by task")
+    r.add_argument("--data-dir", help="with --taskmap: data folder to reload the prompts from (default: "
+                                      "$TASKSPEC_DATA, else ../shared/data)")
+    r.set_defaults(func=cmd_report)
     c = sub.add_parser("collect", help="decode prompts and append {prompt, output, meta} records (resumable)")
     _add_target(c)
     c.add_argument("--prompts", required=True, help="dataset name(s), comma-separated, or a .jsonl path")
@@ -430,6 +468,13 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--seed", type=int, default=0)
     bd.add_argument("--quiet", action="store_true")
     bd.set_defaults(func=cmd_build)
+    pl = sub.add_parser("pipeline", help="collect → detect → features → build → evaluate from one config file "
+                                         "(resumable; docs/pipeline.md)")
+    pl.add_argument("--config", required=True, help="pipeline configuration (.toml or .yaml), e.g. "
+                                                    "configs/embedded.toml")
+    pl.add_argument("--out", help="output folder (overrides the config's `out`)")
+    pl.add_argument("--quiet", action="store_true", help="no progress bars")
+    pl.set_defaults(func=cmd_pipeline)
     t = sub.add_parser("train", help="train an EAGLE-2 or HASS drafter on feature caches (resumable)")
     _add_target(t)
     t.add_argument("--kind", choices=["eagle2", "hass"], default="hass")

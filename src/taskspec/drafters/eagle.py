@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from ..engine.cache import cache_length, crop, new_cache
+from ..engine.cache import crop, new_cache
 from ..engine.sampling import logits_to_probs
 from ..engine.tree import DraftTree
 from ..errors import DrafterError

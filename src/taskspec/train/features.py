@@ -71,9 +71,14 @@ def examples_from_target(target: CausalLM, prompts: list[Prompt], max_tokens: in
 
     records = collect(target, prompts, outputs, config=GenerationConfig(max_new_tokens=max_new_tokens),
                       progress=progress)
-    output_ids = {record["id"]: record["output_ids"] for record in records}
+    return examples_from_outputs(target, prompts, {r["id"]: r["output_ids"] for r in records}, max_tokens)
+
+
+def examples_from_outputs(target: CausalLM, prompts: list[Prompt], output_ids: dict[str, list[int]],
+                          max_tokens: int) -> list[Example]:
+    """Prompt + its collected output ({prompt id: output token ids}), each prompt once, empty outputs skipped."""
     out = []
-    for prompt in {p.id: p for p in prompts if p.id in output_ids}.values():  # each collected prompt once
+    for prompt in {p.id: p for p in prompts if p.id in output_ids}.values():
         ids = target.tokenizer(prompt.text, add_special_tokens=True)["input_ids"]
         out.append(_truncated(prompt.id, ids, output_ids[prompt.id], max_tokens))
     return [e for e in out if e.response_ids]

@@ -1,0 +1,468 @@
+"""`taskspec pipeline --config FILE`: from a target and a prompt log to a drafter set, in one resumable command.
+
+    collect    the target's own greedy outputs on the training prompts      OUT/collect.jsonl
+    detect     tasks by clustering the prompts' sentence embeddings         OUT/taskmap.json
+    features   the target's hidden states and top-K logits on its outputs   OUT/features/
+    build      generic drafter, per-task specialists, mixes, routers        OUT/drafter-set/
+    evaluate   held-out prompts decoded with every method, side by side     OUT/evaluation.json, .md
+
+Every stage is skipped when its output is complete and resumes when it is partial (collect, features and training
+checkpoint by themselves), so a killed run continues where it stopped. OUT/pipeline.json records each stage's key, a
+hash of the configuration it depends on; a folder made with a different configuration is refused rather than
+mixed. The configuration (TOML or YAML) is checked before anything slow runs: unknown keys and wrong types are
+errors that name the key. docs/pipeline.md documents every key; configs/embedded.toml is the example.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import get_type_hints
+
+from .errors import TaskspecError
+from .io_utils import write_json_atomic, write_text_atomic
+
+STAGES = ("collect", "detect", "features", "build", "evaluate")
+STATE = "pipeline.json"
+
+
+class PipelineError(TaskspecError):
+    """A pipeline configuration or output folder that cannot be used."""
+
+
+# ---- configuration ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PromptsSection:
+    sources: tuple[str, ...] = ()  # dataset names (gsm8k:train, sharegpt, ...) or .jsonl files with a "prompt" field
+    limit: int = 200  # training prompts per source (the first ones in file order)
+    eval_limit: int = 10  # held-out prompts per source for the evaluation (the ones after the training prompts)
+    data_dir: str = ""  # data folder for named datasets ("" = $TASKSPEC_DATA, else ../shared/data)
+
+
+@dataclass(frozen=True)
+class CollectSection:
+    max_new_tokens: int = 128  # output tokens collected per prompt (greedy)
+    max_tokens: int = 384  # prompt + output tokens kept per training example (prompts are cut from the left)
+    top_k: int = 10  # target logits kept per token in the feature cache
+
+
+@dataclass(frozen=True)
+class DetectSection:
+    k: int = 0  # 0 = automatic (silhouette over k_range)
+    k_range: tuple[int, int] = (2, 8)
+    encoder: str = "all-MiniLM-L6-v2"  # any sentence-transformers model by name (offline) or path
+    stop_words: bool = False  # remove English stop words before embedding (TaskSpec)
+    task_names: tuple[str, ...] = ()  # one name per task, in the task map's order ("" = task0, task1, ...)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BuildSection:
+    kind: str = "eagle2"  # eagle2 | hass
+    generic: str = "shipped"  # shipped (the drafter shipped for the target; trained when none) | train | a folder
+    steps: int = 300  # training steps per specialist / mix
+    lr: float = 3e-4
+    seqs_per_step: int = 4  # training sequences per step
+    save_every: int = 50  # checkpoint every N steps (a killed run resumes from the last one)
+    draft_vocab_size: int = 16384  # only for a generic drafter trained here (fine-tuning keeps the base's)
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    mixed_sizes: tuple[float, float] = (0.5, 1.0)
+    stages: tuple[str, ...] = ("heads", "lora", "mixed", "routers")
+    routers: tuple[str, ...] = ("embedding", "target-feature", "sequence")
+    drafter_options: dict = field(default_factory=dict)  # drafting defaults stored in the set: depth, top_k, num_nodes
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvaluateSection:
+    methods: tuple[str, ...] = ("none", "auto")  # any `taskspec bench` methods
+    compose: tuple[str, ...] = ("single", "routed", "merged")  # drafter-set strategies run beside them
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    target: str = "embedded"  # any --target: embedded, a HF folder or cached hub id, a .gguf file
+    dtype: str = "bf16"
+    out: str = ""  # output folder (`--out` overrides)
+    prompts: PromptsSection = PromptsSection()
+    collect: CollectSection = CollectSection()
+    detect: DetectSection = DetectSection()
+    build: BuildSection = BuildSection()
+    evaluate: EvaluateSection = EvaluateSection()
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+def load_config(path: str | Path, out: str | None = None) -> PipelineConfig:
+    """Read and validate a TOML (.toml) or YAML (.yaml/.yml) pipeline configuration."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"--config {path}: no such file; expected a .toml or .yaml pipeline configuration")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            raw = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text) or {}
+        else:
+            raise PipelineError(f"--config {path}: expected a .toml, .yaml or .yml file")
+    except PipelineError:
+        raise
+    except Exception as exc:  # tomllib.TOMLDecodeError, yaml.YAMLError
+        raise PipelineError(f"--config {path}: not valid {path.suffix[1:].upper()}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise PipelineError(f"--config {path}: expected a mapping of sections at the top level")
+    config = parse_config(raw, source=str(path))
+    if out:
+        config = _replace(config, out=out)
+    if not config.out:
+        raise PipelineError(f"--config {path}: no output folder; set `out = \"...\"` or pass --out DIR")
+    return config
+
+
+def parse_config(raw: dict, source: str = "config") -> PipelineConfig:
+    config = _parse_section(PipelineConfig, raw, source, "")
+    _check(config, source)
+    return config
+
+
+def _parse_section(cls, raw: dict, source: str, prefix: str):
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{source}: [{prefix.rstrip('.')}] must be a table of keys")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise PipelineError(f"{source}: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
+                            f"expected some of {', '.join(prefix + k for k in sorted(known))}")
+    values = {}
+    for name, value in raw.items():
+        kind = hints[name]
+        key = prefix + name
+        if is_dataclass(kind):
+            values[name] = _parse_section(kind, value, source, key + ".")
+        else:
+            values[name] = _coerce(value, kind, key, source)
+    return cls(**values)
+
+
+def _coerce(value, kind, key: str, source: str):
+    origin = getattr(kind, "__origin__", None)
+    expected = getattr(kind, "__name__", str(kind))
+    if origin is tuple:
+        item = kind.__args__[0]
+        if isinstance(value, str) and item is str:  # "a,b" is accepted for a list of names
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise PipelineError(f"{source}: {key} = {value!r}: expected a list of {item.__name__}")
+        items = tuple(_coerce(v, item, key, source) for v in value)
+        if kind.__args__[-1] is not Ellipsis and len(items) != len(kind.__args__):
+            raise PipelineError(f"{source}: {key} = {value!r}: expected {len(kind.__args__)} values")
+        return items
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is dict and isinstance(value, dict):
+        return dict(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise PipelineError(f"{source}: {key} = {value!r}: expected {expected}")
+    return value
+
+
+def _check(config: PipelineConfig, source: str) -> None:
+    from .tasks.routers import ROUTER_KINDS
+
+    p, c, d, b, e = config.prompts, config.collect, config.detect, config.build, config.evaluate
+    problems = []
+    if not p.sources:
+        problems.append("prompts.sources is empty; expected dataset names or .jsonl files")
+    if p.limit < 2 or p.eval_limit < 0:
+        problems.append(f"prompts.limit = {p.limit} (>= 2) and prompts.eval_limit = {p.eval_limit} (>= 0)")
+    if c.max_new_tokens < 1 or c.max_tokens < 8 or c.top_k < 1:
+        problems.append("collect.max_new_tokens, collect.top_k must be >= 1 and collect.max_tokens >= 8")
+    if d.k == 1 or d.k < 0 or not 2 <= d.k_range[0] <= d.k_range[1]:
+        problems.append(f"detect.k = {d.k} (0 = automatic, else >= 2), detect.k_range = {list(d.k_range)} "
+                        "(2 <= low <= high)")
+    if b.kind not in ("eagle2", "hass"):
+        problems.append(f"build.kind = {b.kind!r}: expected eagle2 or hass")
+    bad_stages = set(b.stages) - {"heads", "lora", "mixed", "routers"}
+    if bad_stages:
+        problems.append(f"build.stages: unknown {sorted(bad_stages)}; expected heads, lora, mixed, routers")
+    bad_routers = set(b.routers) - set(ROUTER_KINDS)
+    if bad_routers:
+        problems.append(f"build.routers: unknown {sorted(bad_routers)}; expected some of {', '.join(ROUTER_KINDS)}")
+    bad_options = set(b.drafter_options) - {"depth", "top_k", "num_nodes"}
+    if bad_options or any(not isinstance(v, int) or v < 1 for v in b.drafter_options.values()):
+        problems.append(f"build.drafter_options = {b.drafter_options}: expected depth, top_k, num_nodes >= 1")
+    if b.steps < 1 or b.lora_rank < 1:
+        problems.append("build.steps and build.lora_rank must be >= 1")
+    if e.max_new_tokens < 1 or e.temperature < 0:
+        problems.append("evaluate.max_new_tokens must be >= 1 and evaluate.temperature >= 0")
+    if config.dtype not in ("bf16", "fp32", "fp16"):
+        problems.append(f"dtype = {config.dtype!r}: expected bf16, fp32 or fp16")
+    if problems:
+        raise PipelineError(f"{source}: " + "; ".join(problems))
+    build_config(b)
+
+
+def build_config(section: BuildSection):
+    """The `taskspec build` configuration of a [build] section (validated by BuildConfig itself)."""
+    from .train.build import BuildConfig, BuildError
+
+    try:
+        return BuildConfig(kind=section.kind, generic=section.generic, steps=section.steps, lr=section.lr,
+                           seqs_per_step=section.seqs_per_step, save_every=section.save_every,
+                           draft_vocab_size=section.draft_vocab_size,
+                           lora_rank=section.lora_rank, lora_alpha=section.lora_alpha,
+                           mixed_fractions=section.mixed_sizes, routers=section.routers, stages=section.stages,
+                           seed=section.seed, options=dict(section.drafter_options))
+    except BuildError as exc:
+        raise PipelineError(f"[build]: {exc}") from None
+
+
+def _replace(config, **changes):
+    from dataclasses import replace
+
+    return replace(config, **changes)
+
+
+# ---- the run ---------------------------------------------------------------------------------------------------
+@dataclass
+class PipelineRun:
+    """What one `run_pipeline` call did: per stage "done" (this run), "skipped" (complete before) or "resumed"."""
+
+    out: Path
+    stages: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+
+
+def run_pipeline(config: PipelineConfig, progress: bool = True, log=print, target=None) -> PipelineRun:
+    """Run (or resume) every stage; returns what ran and the summary written to OUT/summary.json."""
+    from .collect import collect, read_records
+    from .data import load_prompts
+    from .engine.decode import GenerationConfig
+    from .models.target import load_target
+    from .train.build import build_drafter_set
+    from .train.features import build_feature_cache, examples_from_outputs
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = _State(out, config)
+    run = PipelineRun(out=out)
+    train_prompts, eval_prompts = split_prompts(config.prompts, load_prompts)
+    log(f"[prompts] {len(train_prompts)} training and {len(eval_prompts)} held-out prompts from "
+        f"{', '.join(config.prompts.sources)}")
+    if target is None:
+        log(f"[target] loading {config.target!r} ({config.dtype})")
+        target = load_target(config.target, config.dtype)
+    if target.tokenizer is None:
+        raise PipelineError(f"target {config.target!r} has no tokenizer; the pipeline reads and writes text")
+
+    # 1. collect: the target's own outputs (self-distillation data), one flushed record per prompt
+    gen = GenerationConfig(max_new_tokens=config.collect.max_new_tokens)
+    collected = out / "collect.jsonl"
+    with state.stage("collect", run, log, key=(config.target, config.prompts, config.collect.max_new_tokens),
+                     output=collected) as todo:
+        if todo:
+            collect(target, train_prompts, collected, config=gen, progress=progress)
+    output_ids = {r["id"]: r["output_ids"] for r in read_records(collected)}
+
+    # 2. detect: tasks from the training prompts
+    taskmap = out / "taskmap.json"
+    with state.stage("detect", run, log, key=(config.prompts, config.detect), output=taskmap) as todo:
+        if todo:
+            from .tasks import TaskDetector
+
+            d = config.detect
+            detector = TaskDetector(encoder=d.encoder, k=d.k or None, k_min=d.k_range[0], k_max=d.k_range[1],
+                                    stop_words=d.stop_words, seed=d.seed)
+            detector.fit([p.text for p in train_prompts], progress=progress)
+            detector.save(taskmap)
+            for task in detector.descriptions_:
+                log(f"  task {task.task}: {task.size} prompts ({', '.join(task.keywords[:6])})")
+
+    # 3. features over prompt + the target's output
+    features = out / "features"
+    with state.stage("features", run, log, key=(config.target, config.prompts, config.collect),
+                     output=features / "manifest.json") as todo:
+        if todo:
+            examples = examples_from_outputs(target, train_prompts, output_ids, config.collect.max_tokens)
+            if not examples:
+                raise PipelineError(f"{collected}: no non-empty output to learn from")
+            build_feature_cache(target, examples, features, top_k=config.collect.top_k, progress=progress,
+                                meta={"data": ",".join(config.prompts.sources), "source": "target",
+                                      "max_tokens": config.collect.max_tokens})
+
+    # 4. build: generic, specialists, mixes, routers → the drafter set (each training run resumes by itself)
+    b = config.build
+    drafter_set = out / "drafter-set"
+    with state.stage("build", run, log, key=(config.target, config.prompts, config.collect, config.detect, b),
+                     output=drafter_set / "drafterset.json") as todo:
+        if todo:
+            build_drafter_set(target, taskmap, [str(features)], drafter_set, build_config(b),
+                              task_names=list(config.detect.task_names) or None, progress=progress, log=log)
+
+    # 5. evaluate on the held-out prompts: plain decoding, the methods asked for and the set's strategies
+    e = config.evaluate
+    evaluation = out / "evaluation.json"
+    key = (config.target, config.prompts, config.collect, config.detect, b, e)
+    if eval_prompts:
+        with state.stage("evaluate", run, log, key=key, output=evaluation) as todo:
+            if todo:
+                evaluate(target, eval_prompts, drafter_set, e, evaluation, progress=progress)
+    else:
+        log("[evaluate] skipped: prompts.eval_limit is 0 (no held-out prompts)")
+        run.stages["evaluate"] = "skipped"
+
+    run.summary = summarize(out, run)
+    write_json_atomic(out / "summary.json", run.summary)
+    return run
+
+
+def split_prompts(section: PromptsSection, load_prompts) -> tuple[list, list]:
+    """Per source: the first `limit` prompts train, the next `eval_limit` are held out (never trained on).
+
+    Duplicate prompt texts are kept once (the first), so no held-out prompt was seen in training."""
+    train, held_out, seen = [], [], set()
+    for source in section.sources:
+        prompts = load_prompts(source, data_dir=section.data_dir or None, limit=section.limit + section.eval_limit)
+        unique = []
+        for prompt in prompts:
+            if prompt.text.strip() and prompt.text not in seen:
+                seen.add(prompt.text)
+                unique.append(prompt)
+        n_eval = min(section.eval_limit, len(unique) // 5) if len(unique) < section.limit + section.eval_limit \
+            else section.eval_limit
+        train += unique[: len(unique) - n_eval]
+        held_out += unique[len(unique) - n_eval:]
+    if len(train) < 2:
+        raise PipelineError(f"prompts.sources {list(section.sources)}: {len(train)} usable training prompt(s); "
+                            "expected at least 2 (non-empty, distinct)")
+    return train, held_out
+
+
+def evaluate(target, prompts, drafter_set_dir: Path, section: EvaluateSection, out: Path, progress: bool = True):
+    """`taskspec bench` on the held-out prompts with the drafter set: methods and strategies side by side."""
+    from .bench.methods import split_method_list
+    from .bench.report import markdown_tables
+    from .bench.runner import run_bench
+    from .drafters.drafter_set import load_drafter_set
+    from .engine.decode import GenerationConfig
+    from .engine.sampling import SamplingParams
+
+    drafter_set = load_drafter_set(drafter_set_dir, target)
+    methods = split_method_list(list(section.methods))
+    if "none" not in methods:
+        methods = ["none", *methods]  # the denominator of every speedup
+    methods += [s for s in section.compose if s not in methods]
+    config = GenerationConfig(max_new_tokens=section.max_new_tokens,
+                              sampling=SamplingParams(temperature=section.temperature))
+    meta = {"command": " ".join(["taskspec", *sys.argv[1:]]), "stage": "pipeline evaluate",
+            "drafter_set": {"folder": str(drafter_set_dir), "tasks": drafter_set.manifest["tasks"]}}
+    result = run_bench(target, prompts, methods, config, progress=progress, meta=meta,
+                       drafter_set=drafter_set).to_dict()
+    write_text_atomic(out.with_suffix(".md"), markdown_tables(result))
+    write_json_atomic(out, result)
+    return result
+
+
+def summarize(out: Path, run: PipelineRun) -> dict:
+    """Tasks, members, router agreement and the evaluation table, from the files the stages wrote."""
+    summary: dict = {"out": str(out), "stages": run.stages, "seconds": run.seconds}
+    manifest_path = out / "drafter-set" / "drafterset.json"
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        summary["tasks"] = [{k: t[k] for k in ("name", "examples", "keywords")} for t in manifest["tasks"]]
+        summary["members"] = sorted(manifest["members"])
+    routers = out / "drafter-set" / "routers" / "evaluation.json"
+    if routers.is_file():
+        summary["routers"] = json.loads(routers.read_text())
+    evaluation = out / "evaluation.json"
+    if evaluation.is_file():
+        table = json.loads(evaluation.read_text())["summary"]["all"]
+        summary["evaluation"] = {m: {"tau": v["acceptance_length"], "tokens_per_second": v["tokens_per_second"],
+                                     "speedup": v["speedup"]} for m, v in table.items()}
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"pipeline output: {summary['out']}"]
+    for stage, what in summary["stages"].items():
+        seconds = summary["seconds"].get(stage)
+        lines.append(f"  {stage:<9} {what}" + (f" ({seconds:.0f} s)" if seconds else ""))
+    for task in summary.get("tasks", []):
+        lines.append(f"  task {task['name']}: {task['examples']} examples ({', '.join(task['keywords'][:5])})")
+    for kind, report in summary.get("routers", {}).items():
+        accuracy = report.get("held_out_accuracy", report.get("accuracy"))
+        lines.append(f"  router {kind}: held-out agreement with the task map {accuracy}")
+    if "evaluation" in summary:
+        lines += ["", "| method | τ | tokens/s | speedup |", "|---|---:|---:|---:|"]
+        for method, v in summary["evaluation"].items():
+            speedup = f"{v['speedup']:.2f}×" if v["speedup"] else "–"
+            lines.append(f"| {method} | {v['tau']:.2f} | {v['tokens_per_second']:.1f} | {speedup} |")
+    lines.append(f"\nuse it: taskspec generate --drafter-set {summary['out']}/drafter-set --prompt \"...\"")
+    return "\n".join(lines)
+
+
+class _State:
+    """OUT/pipeline.json: per stage, the key of the configuration it was made with and whether it finished."""
+
+    def __init__(self, out: Path, config: PipelineConfig):
+        self.path = out / STATE
+        self.data = json.loads(self.path.read_text()) if self.path.is_file() else {"stages": {}}
+        self.data["config"] = config.to_dict()
+
+    def stage(self, name: str, run: PipelineRun, log, key, output: Path):
+        return _Stage(self, name, run, log, _key(key), output)
+
+    def save(self) -> None:
+        write_json_atomic(self.path, self.data)
+
+
+class _Stage:
+    """Context manager for one stage; yields True when there is work to do. A stage whose recorded key differs from
+    this configuration's is refused (the folder would mix two configurations)."""
+
+    def __init__(self, state: _State, name: str, run: PipelineRun, log, key: str, output: Path):
+        self.state, self.name, self.run, self.log, self.key, self.output = state, name, run, log, key, output
+
+    def __enter__(self) -> bool:
+        record = self.state.data["stages"].get(self.name)
+        if record and record["key"] != self.key:
+            raise PipelineError(
+                f"{self.state.path.parent}: stage {self.name!r} was made with a different configuration; "
+                f"use a new output folder, or delete {self.state.path.parent} to start over")
+        self.finished = bool(record and record.get("done")) and self.output.exists()
+        self.status = "skipped" if self.finished else ("resumed" if record else "done")
+        self.log(f"[{self.name}] " + {"skipped": "complete, skipped", "resumed": "resuming",
+                                      "done": "starting"}[self.status])
+        if not record:
+            self.state.data["stages"][self.name] = {"key": self.key, "done": False}
+            self.state.save()
+        self.start = time.perf_counter()
+        return not self.finished
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.state.data["stages"][self.name]["done"] = True
+            self.state.save()
+            self.run.stages[self.name] = self.status
+            self.run.seconds[self.name] = round(time.perf_counter() - self.start, 1)
+        return False
+
+
+def _key(parts) -> str:
+    text = json.dumps(parts, default=lambda o: asdict(o) if is_dataclass(o) else str(o), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
