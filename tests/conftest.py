@@ -68,3 +68,27 @@ def tiny_tokenizer(vocab: int = VOCAB):
 def tiny_llama_with_tokenizer(seed: int = 0) -> CausalLM:
     target = tiny_llama(seed)
     return CausalLM(target.model, tokenizer=tiny_tokenizer(), name=target.name)
+
+
+MATH_PROMPTS = [f"compute {a} plus {b} times {a + b}" for a, b in ((3, 4), (12, 7), (5, 9), (21, 2), (8, 8), (14, 6))]
+PROSE_PROMPTS = [f"write a short poem about the {w} in the garden" for w in ("rose", "bird", "rain", "moon", "tree",
+                                                                            "cat")]
+
+
+def tiny_task_workspace(root):
+    """Two feature caches of math and prose examples on the tiny tokenized target, and a 2-task map of them:
+    (target, [feature folders], taskmap path, detector)."""
+    from taskspec.tasks import TaskDetector
+    from taskspec.train.features import Example, build_feature_cache
+
+    target = tiny_llama_with_tokenizer()
+    tok = target.tokenizer
+    examples = []
+    for i, text in enumerate(MATH_PROMPTS + PROSE_PROMPTS):
+        response = " answer 42 42 42" if text in MATH_PROMPTS else " roses are red roses are red"
+        examples.append(Example(f"ex{i}", tok(text)["input_ids"], tok(response, add_special_tokens=False)["input_ids"]))
+    build_feature_cache(target, examples[::2], root / "f1", top_k=4, examples_per_shard=4, progress=False)
+    build_feature_cache(target, examples[1::2], root / "f2", top_k=4, examples_per_shard=4, progress=False)
+    detector = TaskDetector(k=2).fit(MATH_PROMPTS + PROSE_PROMPTS)
+    detector.save(root / "taskmap.json")
+    return target, [str(root / "f1"), str(root / "f2")], root / "taskmap.json", detector

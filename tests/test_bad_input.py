@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-
 import pytest
 
-from conftest import tiny_llama
+from conftest import tiny_llama, tiny_llama_with_tokenizer, tiny_tokenizer
 from taskspec.cli import main
 from taskspec.drafters import ModelDrafter, NoDrafter, build_drafter
 from taskspec.engine.decode import GenerationConfig, generate
@@ -104,13 +103,16 @@ def test_cli_reports_errors_with_exit_code_2(capsys, tmp_path):
     assert exit_info.value.code == 2
 
 
-def test_cli_drafter_set_options_are_checked_before_loading(capsys, tmp_path):
-    assert main(["generate", "--prompt", "hi", "--compose", "merged"]) == 2
-    assert "--compose needs --drafter-set" in capsys.readouterr().err
+def test_cli_drafter_set_options_are_checked(capsys, tmp_path):
     assert main(["generate", "--prompt", "hi", "--drafter-set", str(tmp_path), "--compose", "merged,single"]) == 2
-    assert "one strategy" in capsys.readouterr().err
-    assert main(["bench", "--dataset", "gsm8k", "--compose", "merged"]) == 2
-    assert "--compose needs --drafter-set" in capsys.readouterr().err
+    assert "one strategy" in capsys.readouterr().err  # before the model loads
+    # --compose without --drafter-set takes the set shipped for the target; none ships for this one
+    model_dir = tmp_path / "tiny"
+    tiny_llama_with_tokenizer().model.save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    assert main(["generate", "--target", str(model_dir), "--dtype", "fp32", "--prompt", "hi",
+                 "--compose", "merged"]) == 2
+    assert "no drafter set ships for target" in capsys.readouterr().err
     assert main(["build", "--taskmap", "t.json", "--out", str(tmp_path / "set")]) == 2
     assert "exactly one of --data" in capsys.readouterr().err
     assert main(["build", "--taskmap", "t.json", "--features", "f", "--out", str(tmp_path / "s"),

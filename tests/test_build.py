@@ -7,32 +7,19 @@ import json
 
 import pytest
 
-from conftest import reference_greedy, tiny_llama_with_tokenizer
+from conftest import MATH_PROMPTS, PROSE_PROMPTS, reference_greedy, tiny_task_workspace
 from taskspec.drafters.drafter_set import MANIFEST, load_drafter_set
 from taskspec.engine.decode import GenerationConfig, encode_prompt, generate
-from taskspec.tasks import TaskDetector
 from taskspec.train.build import BuildConfig, BuildError, build_drafter_set, prompt_text
 from taskspec.train.data import load_feature_dirs
-from taskspec.train.features import Example, build_feature_cache
 
-MATH = [f"compute {a} plus {b} times {a + b}" for a, b in ((3, 4), (12, 7), (5, 9), (21, 2), (8, 8), (14, 6))]
-PROSE = [f"write a short poem about the {w} in the garden" for w in ("rose", "bird", "rain", "moon", "tree", "cat")]
+MATH, PROSE = MATH_PROMPTS, PROSE_PROMPTS
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("build")
-    target = tiny_llama_with_tokenizer()
-    tok = target.tokenizer
-    examples = []
-    for i, text in enumerate(MATH + PROSE):
-        prompt_ids = tok(text)["input_ids"]
-        response = " answer 42 42 42" if text in MATH else " roses are red roses are red"
-        examples.append(Example(f"ex{i}", prompt_ids, tok(response, add_special_tokens=False)["input_ids"]))
-    build_feature_cache(target, examples[::2], root / "f1", top_k=4, examples_per_shard=4, progress=False)
-    build_feature_cache(target, examples[1::2], root / "f2", top_k=4, examples_per_shard=4, progress=False)
-    detector = TaskDetector(k=2).fit(MATH + PROSE)
-    detector.save(root / "taskmap.json")
+    target, _, _, detector = tiny_task_workspace(root)
     return target, root, detector
 
 

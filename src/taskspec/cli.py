@@ -54,8 +54,6 @@ def cmd_generate(args) -> int:
     from .models.target import load_target
 
     config = _generation_config(args)  # validate options before the slow model load
-    if args.compose and not args.drafter_set:
-        raise TaskspecError("--compose needs --drafter-set DIR (a folder written by `taskspec build`)")
     if args.compose and "," in args.compose:
         raise TaskspecError(f"--compose {args.compose!r}: generate takes one strategy (bench takes a list)")
     target = load_target(args.target, args.dtype, use_kernel=not args.no_kernel)
@@ -79,10 +77,16 @@ def cmd_generate(args) -> int:
 
 
 def _drafter_set(args, target):
-    """--drafter-set DIR (and --compose): the set, or None when decoding with --drafter alone."""
+    """--drafter-set DIR, else with --compose the set shipped for the target; None when decoding with --drafter."""
     from .drafters.drafter_set import load_drafter_set
+    from .drafters.shipped import shipped_drafter_set
 
     folder = getattr(args, "drafter_set", None)
+    if folder is None and getattr(args, "compose", None):
+        folder = shipped_drafter_set(target)
+        if folder is None:
+            raise TaskspecError(f"--compose: no drafter set ships for target {target.name!r}; pass --drafter-set DIR "
+                                "(a folder written by `taskspec build` or `taskspec pipeline`)")
     return None if folder is None else load_drafter_set(folder, target)
 
 
@@ -94,8 +98,6 @@ def cmd_bench(args) -> int:
     config = _generation_config(args)
     methods = split_method_list(args.methods)
     if args.compose:
-        if not args.drafter_set:
-            raise TaskspecError("--compose needs --drafter-set DIR (a folder written by `taskspec build`)")
         methods += split_method_list([args.compose])
     prompts = []
     for name in filter(None, args.dataset.split(",")):
@@ -106,16 +108,28 @@ def cmd_bench(args) -> int:
 
 def cmd_demo(args) -> int:
     from .bench.methods import split_method_list
-    from .data import Prompt
-    from .demo_prompts import DEMO_PROMPTS
+    from .demo import SET_METHODS, builtin_prompts, demo_prompts, run_demo
+    from .drafters.drafter_set import load_drafter_set
+    from .drafters.shipped import shipped_drafter_set, shipped_drafters
     from .models.target import load_target
 
     config = _generation_config(args)
-    prompts = [Prompt(id=f"demo/{name}", text=text, source="demo", meta={}) for name, text in DEMO_PROMPTS]
     print(f"Loading target {args.target!r} (the first run converts the embedded GGUF once, ~1-2 minutes)...",
           file=sys.stderr)
     target = load_target(args.target, args.dtype, use_kernel=not args.no_kernel)
-    return _run_and_report(target, prompts, split_method_list(args.methods), config, args.out, args)
+    folder = args.drafter_set or shipped_drafter_set(target)
+    log = (lambda m: print(m, file=sys.stderr))
+    if folder is not None:
+        drafter_set = load_drafter_set(folder, target)
+        prompts = demo_prompts(args.data_dir, log=log)
+        methods = split_method_list(args.methods) if args.methods else list(SET_METHODS)
+    else:
+        log(f"[demo] no drafter set for target {target.name!r}: the built-in prompts, one table")
+        drafter_set, prompts = None, builtin_prompts()
+        methods = split_method_list(args.methods or ["none", "ngram", *sorted(shipped_drafters(target)), "auto"])
+    run_demo(target, prompts, methods, config, args.out, drafter_set=drafter_set, progress=not args.quiet, log=log,
+             command=" ".join(["taskspec", *sys.argv[1:]]))
+    return 0
 
 
 def cmd_collect(args) -> int:
@@ -376,10 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="decode a few example prompts with each method and print the table")
     _add_target(d)
-    d.add_argument("--methods", nargs="+", default=["none,ngram,eagle2,hass,auto"],
-                   help="methods as in `bench` (default: none, ngram, the two shipped drafters and auto)")
+    d.add_argument("--methods", nargs="+", help="methods and strategies as in `bench` (default: none, ngram, and "
+                   "the drafter set's single, routed and merged; without a set: none, ngram, auto)")
+    d.add_argument("--drafter-set", help="drafter set folder (default: the one shipped for the target)")
+    d.add_argument("--data-dir", help="data folder for the benchmark prompts (default: $TASKSPEC_DATA, else "
+                                      "../shared/data; without it, ShareGPT and the built-in examples)")
     _add_sampling(d, 96)
-    d.add_argument("--out", default="runs/demo.json")
+    d.add_argument("--out", default="runs/demo", help="report folder: result.json, report.md, plots")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
     r = sub.add_parser("report", help="report.md and PNG plots (τ, depth, routing, speedup, prompt map) from a "

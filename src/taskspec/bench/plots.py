@@ -501,7 +501,8 @@ def fig_prompt_map(result: dict, points: list[dict]):
     """Scatter of the prompts' 2-D embedding map: colour = detected task, marker = dataset (None without points)."""
     if not points:
         return None
-    dataset_of = {r.get("prompt_id"): str(r.get("dataset")) for r in result["runs"]}
+    runs_dataset = {r.get("prompt_id"): str(r.get("dataset")) for r in result["runs"]}
+    dataset_of = {p["prompt_id"]: str(p.get("dataset") or runs_dataset.get(p["prompt_id"], "?")) for p in points}
     tasks = sorted({p["task"] for p in points}, key=lambda t: (str(type(t)), t))
     datasets = sorted({dataset_of.get(p["prompt_id"], "?") for p in points})
     colours = _colours([str(t) for t in tasks])

@@ -2,6 +2,8 @@
 
     src/taskspec/drafters/shipped/<kind>-<target>/   a `taskspec train` checkpoint without the optimizer state
                                                      (config.json, model.safetensors, train_log.jsonl)
+    src/taskspec/drafters/shipped/sets/<target>/     a drafter set (`taskspec pipeline`), its generic member the
+                                                     shipped drafter ("shipped:<kind>")
 
 A shipped drafter is used only for the target it was trained for (same fingerprint: file hash, vocabulary, hidden
 size, layers). `auto` combines prompt lookup with the best shipped drafter for the target (`ngram+hass`, else
@@ -43,3 +45,15 @@ def auto_drafter_spec(target: CausalLM, root: Path = SHIPPED_DIR) -> str:
         if kind in shipped:
             return f"ngram+{kind}:{shipped[kind]}"
     return AUTO_FALLBACK
+
+
+def shipped_drafter_set(target: CausalLM, root: Path = SHIPPED_DIR) -> Path | None:
+    """Folder of the drafter set shipped for `target` (`--compose` without `--drafter-set`, the demo), or None."""
+    for manifest_path in sorted(root.glob("sets/*/drafterset.json")):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not fingerprint_mismatch(manifest.get("target", {}), target):
+            return manifest_path.parent
+    return None
