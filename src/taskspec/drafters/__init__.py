@@ -119,6 +119,8 @@ def parse_drafter_spec(spec: str) -> tuple[str, str, dict[str, str]]:
 
 
 def build_drafter(spec: str, target: CausalLM) -> Drafter:
+    """The drafter a `--drafter` spec names, for `target`: "auto", "none", "ngram[:depth=6]", "eagle2[:PATH]",
+    "hass[:PATH][,depth=3,top_k=1,num_nodes=8]", "model:PATH", "ngram+hass" (README, "Drafters")."""
     kind, arg, options = parse_drafter_spec(spec)
     if kind not in DRAFTERS:
         raise DrafterError(f"unknown drafter {spec!r}; expected one of: {', '.join(DRAFTERS)} "

@@ -188,4 +188,6 @@ class DrafterSet:
 
 
 def load_drafter_set(folder: str | Path, target: CausalLM, **options) -> DrafterSet:
+    """The drafter set in `folder` (`taskspec build` / `taskspec pipeline`) for `target`, refused for another target;
+    `options` (depth, top_k, num_nodes) override the set's drafting defaults. `.compose(strategy)` → a drafter."""
     return DrafterSet.load(folder, target, **options)
