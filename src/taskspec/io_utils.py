@@ -14,6 +14,15 @@ def _umask() -> int:
     return mask
 
 
+def give_default_modes(folder: str | os.PathLike) -> None:
+    """Give a folder made by mkdtemp (0700), and the files in it, the modes mkdir and open() would (umask applied)."""
+    mask = _umask()
+    folder = Path(folder)
+    os.chmod(folder, 0o777 & ~mask)
+    for path in folder.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def write_bytes_atomic(path: str | os.PathLike, blob: bytes) -> Path:
     """Write to a temporary file beside `path`, fsync, give it the mode open() would, rename it over `path`."""
     path = Path(path)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DrafterError
+from ..io_utils import give_default_modes
 from ..models.causal_lm import CausalLM
 from .eagle import KINDS, EagleDrafter, EagleModel
 from .vocab import DraftVocab
@@ -67,6 +68,7 @@ def write_folder_atomic(folder: str | Path, write: Callable[[Path], None]) -> Pa
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     try:
         write(tmp)
+        give_default_modes(tmp)
         if folder.exists():
             old = folder.with_name(folder.name + ".old")
             shutil.rmtree(old, ignore_errors=True)

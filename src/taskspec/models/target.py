@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import TargetError
+from ..io_utils import give_default_modes
 from .causal_lm import CausalLM
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ def _converted_gguf(path: Path, known_sha256: str | None = None) -> tuple[Path, 
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        give_default_modes(tmp)
         if folder.exists():  # an older, incomplete conversion
             shutil.rmtree(folder)
         os.replace(tmp, folder)
