@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from taskspec.tasks import TaskDetectionError, TaskDetector, clustering_metrics
+from taskspec.tasks.detect import CRITERIA
 
 
 def blobs(k: int, per: int = 30, dim: int = 16, spread: float = 0.05, seed: int = 0):
@@ -26,6 +27,26 @@ def test_auto_k_finds_the_number_of_clusters(k):
     assert best["k"] == k and [e["k"] for e in detector.selection_curve_] == list(range(2, 9))
 
 
+@pytest.mark.parametrize("criterion", CRITERIA)
+@pytest.mark.parametrize("k", [3, 5])
+def test_every_criterion_finds_the_number_of_clusters(criterion, k):
+    x, labels = blobs(k, seed=k)
+    detector = TaskDetector(k_min=2, k_max=8, criterion=criterion).fit(x)
+    assert detector.k_ == k and detector.criterion == criterion
+    assert clustering_metrics(labels, detector.labels_)["accuracy"] == 1.0
+    assert max(detector.selection_curve_, key=lambda e: e["score"])["k"] == k
+
+
+def test_silhouette_restarts_averages_over_k_means_seeds():
+    x, _ = blobs(4, seed=7, spread=0.3)  # noisy enough that k-means runs differ at large k
+    plain = TaskDetector(k_max=8, criterion="silhouette").fit(x)
+    averaged = TaskDetector(k_max=8, criterion="silhouette-restarts").fit(x)
+    assert all(e["score"] == e["silhouette"] for e in plain.selection_curve_)
+    # the kept run per k is the one with the lowest inertia: never worse than the single run
+    assert all(a["inertia"] <= p["inertia"] + 1e-4 for a, p in zip(averaged.selection_curve_, plain.selection_curve_))
+    assert [e["k"] for e in averaged.selection_curve_] == list(range(2, 9))
+
+
 def test_forced_k_and_predict_on_new_points():
     x, labels = blobs(3, seed=1)
     detector = TaskDetector(k=5).fit(x)
@@ -43,6 +64,33 @@ def test_save_load_round_trip_predicts_the_same(tmp_path):
     assert loaded.get_params() == detector.get_params() and loaded.k_ == detector.k_
     assert np.array_equal(loaded.predict(x), detector.predict(x))
     assert loaded.selection_curve_ == detector.selection_curve_
+
+
+def test_criterion_round_trips_and_old_task_maps_still_load(tmp_path):
+    import json
+
+    x, _ = blobs(3, seed=8)
+    detector = TaskDetector(k_max=5, criterion="silhouette-restarts").fit(x)
+    detector.save(tmp_path / "new.json")
+    saved = json.loads((tmp_path / "new.json").read_text())
+    assert saved["criterion"] == "silhouette-restarts" and saved["params"]["criterion"] == "silhouette-restarts"
+    assert all("score" in e for e in saved["selection_curve"])
+    loaded = TaskDetector.load(tmp_path / "new.json")
+    assert loaded.criterion == "silhouette-restarts" and loaded.get_params() == detector.get_params()
+    assert loaded.selection_curve_ == detector.selection_curve_
+    assert np.array_equal(loaded.predict(x), detector.predict(x))
+    # a task map written before the criterion existed: no criterion, no score in the curve → silhouette
+    del saved["criterion"], saved["params"]["criterion"]
+    for entry in saved["selection_curve"]:
+        del entry["score"]
+    (tmp_path / "old.json").write_text(json.dumps(saved))
+    old = TaskDetector.load(tmp_path / "old.json")
+    assert old.criterion == "silhouette" and old.k_ == detector.k_
+    assert np.array_equal(old.predict(x), detector.predict(x))
+    saved["params"]["criterion"] = "elbow"
+    (tmp_path / "bad.json").write_text(json.dumps(saved))
+    with pytest.raises(TaskDetectionError, match="unreadable.*unknown criterion 'elbow'"):
+        TaskDetector.load(tmp_path / "bad.json")
 
 
 def test_metrics_match_clusters_to_classes_by_the_hungarian_method():
@@ -86,6 +134,8 @@ def test_real_encoder_separates_math_from_translation(tmp_path):
     (lambda: TaskDetector().predict(np.eye(3, dtype=np.float32)), "not fitted"),
     (lambda: TaskDetector(k_min=1).fit(np.eye(4, dtype=np.float32)), "k_min"),
     (lambda: TaskDetector().set_params(clusters=3), "no parameter 'clusters'"),
+    (lambda: TaskDetector(criterion="elbow").fit(np.eye(4, dtype=np.float32)),
+     "unknown criterion 'elbow' for choosing k; expected one of: silhouette, silhouette-restarts"),
     (lambda: TaskDetector(encoder="no/such-model", k=2).fit(["a b", "c d"]), "cannot load"),
 ])
 def test_bad_input_gets_a_clear_error(make, match):
@@ -119,3 +169,10 @@ def test_cli_detect_writes_a_task_map_and_scores_known_labels(tmp_path, capsys):
     assert "against 'kind': accuracy 1.000" in capsys.readouterr().out
     assert main(["detect", "--prompts", str(data), "--out", str(out), "--label-field", "nope", "--quiet"]) == 2
     assert main(["detect", "--prompts", str(data), "--out", str(out), "--k-range", "2-4", "--quiet"]) == 2
+    assert main(["detect", "--prompts", str(data), "--out", str(out), "--k-range", "2,4", "--criterion",
+                 "silhouette-restarts", "--quiet"]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["k"] == 2 and saved["criterion"] == "silhouette-restarts"
+    assert "mean over k-means restarts" in capsys.readouterr().out
+    assert main(["detect", "--prompts", str(data), "--out", str(out), "--criterion", "elbow", "--quiet"]) == 2
+    assert "unknown criterion 'elbow'" in capsys.readouterr().err
