@@ -61,6 +61,11 @@ def test_target_feature_router_routes_from_the_prefill_hidden_states(tmp_path):
                        router.predict(prompts[:3]))
     with pytest.raises(TaskDetectionError, match="another target"):
         TargetFeatureRouter.load(tmp_path / "router.json", tiny_gemma3())
+    # fitting on features computed once (e.g. pooled prefill states) is the same as fitting on the prompts
+    again = TargetFeatureRouter(target).fit_features(router.features(prompts[::2]), labels[::2])
+    assert same_routes(again.predict(prompts[1::2]), router.predict(prompts[1::2]))
+    with pytest.raises(TaskDetectionError, match=r"\[n, d\] array"):
+        TargetFeatureRouter(target).fit_features(np.zeros(4, dtype=np.float32), [0, 1, 0, 1])
 
 
 @pytest.mark.parametrize("make, match", [

@@ -94,6 +94,15 @@ class _LinearRouter:
         self.classifier.fit(self.features(prompts), labels)
         return self
 
+    def fit_features(self, features: np.ndarray, labels) -> "_LinearRouter":
+        """Fit on features already computed by `features(prompts)` ([n, d]; for the target-feature router the pooled
+        prefill states), e.g. to fit several label sets or options on one pass over the prompts."""
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim != 2:
+            raise TaskDetectionError(f"router fit_features: expected an [n, d] array, got shape {features.shape}")
+        self.classifier.fit(features, _check_fit_input(features, labels))
+        return self
+
     def predict(self, prompts) -> list[tuple[int, float]]:
         if self.classifier.weight is None:
             raise TaskDetectionError(f"this {self.kind} router is not fitted; call fit() or load()")
