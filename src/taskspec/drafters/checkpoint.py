@@ -37,8 +37,6 @@ def save_drafter(drafter: EagleDrafter, folder: str | Path, extra: dict | None =
     """Write the drafter to `folder` (replaced as a whole: a temporary folder renamed into place).
 
     extra_files(tmp_folder) may add files (e.g. the trainer's state) that must be replaced together with it."""
-    from safetensors.torch import save_file
-
     config = {
         "format": FORMAT,
         "version": VERSION,
@@ -51,8 +49,16 @@ def save_drafter(drafter: EagleDrafter, folder: str | Path, extra: dict | None =
     tensors = {k: v.detach().contiguous() for k, v in drafter.model.state_dict().items() if _stored(k)}
     tensors["d2t"] = drafter.vocab.d2t.to(torch.int64)
 
+    return write_weights_folder(folder, WEIGHTS_FILE, tensors, config, extra_files)
+
+
+def write_weights_folder(folder: str | Path, weights_file: str, tensors: dict, config: dict,
+                         extra_files: Callable[[Path], None] | None = None) -> Path:
+    """A checkpoint or adapter folder: tensors in `weights_file`, config.json, extra_files(tmp); replaced whole."""
+    from safetensors.torch import save_file
+
     def write(tmp: Path) -> None:
-        save_file(tensors, str(tmp / WEIGHTS_FILE))
+        save_file(tensors, str(tmp / weights_file))
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
         if extra_files is not None:
             extra_files(tmp)

@@ -18,7 +18,6 @@ unmerged forward (`merge=False`) stays the reference the merge is tested against
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -29,7 +28,7 @@ from torch import nn
 from ..errors import DrafterError, TaskspecError
 from ..models.causal_lm import CausalLM
 from .checkpoint import (CONFIG_FILE, LORA_FORMAT, WEIGHTS_FILE, check_target, load_full_model, read_config,
-                         target_fingerprint, write_folder_atomic)
+                         target_fingerprint, write_weights_folder)
 from .eagle import KINDS, EagleDrafter, EagleModel
 from .vocab import DraftVocab
 
@@ -102,7 +101,6 @@ def save_adapter(model: nn.Module, folder: str | Path, target: CausalLM, *, base
                  kind: str, rank: int, alpha: float, targets: Iterable[str], draft_vocab_size: int,
                  extra: dict | None = None, extra_files: Callable[[Path], None] | None = None) -> Path:
     """Write the LoRA weights of the peft-injected `model` (trained on the drafter at `base`) to `folder`."""
-    from safetensors.torch import save_file
 
     folder = Path(folder)
     tensors = adapter_tensors(model)
@@ -124,13 +122,7 @@ def save_adapter(model: nn.Module, folder: str | Path, target: CausalLM, *, base
         **(extra or {}),
     }
 
-    def write(tmp: Path) -> None:
-        save_file(tensors, str(tmp / ADAPTER_FILE))
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
-        if extra_files is not None:
-            extra_files(tmp)
-
-    return write_folder_atomic(folder, write)
+    return write_weights_folder(folder, ADAPTER_FILE, tensors, config, extra_files)
 
 
 def load_adapter(folder: str | Path, target: CausalLM, merge: bool = True, **options) -> EagleDrafter:
