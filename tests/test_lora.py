@@ -200,6 +200,24 @@ def test_adapter_and_base_move_together(setup, tmp_path):
         load_drafter(tmp_path / "adapter", target)
 
 
+def test_adapter_finds_its_base_among_the_shipped_drafters(setup, tmp_path, monkeypatch):
+    """A set shipped in the package keeps adapters whose base is a shipped drafter: found by its weights hash."""
+    from taskspec.drafters import shipped
+
+    target, _, base, adapter = setup
+    shutil.copytree(adapter, tmp_path / "set" / "lora-a")
+    config = json.loads((tmp_path / "set" / "lora-a" / "config.json").read_text())
+    config["base"].update(path=str(tmp_path / "gone"), relative="../../gone")
+    (tmp_path / "set" / "lora-a" / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path / "shipped")
+    with pytest.raises(DrafterError, match="its base drafter is missing .*drafters shipped in"):
+        load_drafter(tmp_path / "set" / "lora-a", target)
+
+    shutil.copytree(base, tmp_path / "shipped" / "eagle2-tiny")
+    found = load_drafter(tmp_path / "set" / "lora-a", target)
+    torch.testing.assert_close(body_outputs(found), body_outputs(load_drafter(adapter, target)), rtol=0, atol=0)
+
+
 def test_bad_adapters_raise_clear_errors(setup, tmp_path):
     target, _, base, adapter = setup
 

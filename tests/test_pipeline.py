@@ -182,3 +182,31 @@ def test_the_shipped_example_config_is_valid():
 
     config = load_config(Path(__file__).parent.parent / "configs" / "embedded.toml")
     assert config.target == "embedded" and config.prompts.sources
+
+
+def test_prompts_sample_first_or_random():
+    """sample = random draws from the whole source (seeded, reproducible); both modes keep train and held-out
+    prompts disjoint and of the asked sizes."""
+    from dataclasses import replace
+
+    from taskspec.data.datasets import Prompt
+    from taskspec.pipeline import PromptsSection, split_prompts
+
+    rows = [Prompt(id=f"s/{i}", text=f"prompt {i % 90}", source="s") for i in range(100)]  # 10 duplicates at the end
+
+    def fake_load(source, data_dir=None, limit=None):
+        return rows[:limit]
+
+    section = PromptsSection(sources=("s",), limit=20, eval_limit=5)
+    train, held = split_prompts(section, fake_load)
+    assert [p.id for p in train] == [f"s/{i}" for i in range(20)] and [p.id for p in held] == [f"s/{i}" for i in
+                                                                                                range(20, 25)]
+    random_section = replace(section, sample="random", seed=1)
+    train, held = split_prompts(random_section, fake_load)
+    texts = [p.text for p in train + held]
+    assert len(train) == 20 and len(held) == 5 and len(set(texts)) == 25
+    assert max(int(p.id.split("/")[1]) for p in train) > 25  # not just the start of the file
+    assert split_prompts(random_section, fake_load)[0] == train  # reproducible
+    assert split_prompts(replace(random_section, seed=2), fake_load)[0] != train
+    with pytest.raises(PipelineError, match="prompts.sample"):
+        parse_config({"out": "o", "prompts": {"sources": ["s"], "sample": "shuffled"}})

@@ -83,3 +83,24 @@ def test_lookup_then_feature_drafter_keeps_greedy_output_and_uses_both(make_targ
         result = generate(target, drafter, prompt, GenerationConfig(max_new_tokens=24, stop_on_eos=False))
         assert result.token_ids == reference_greedy(target, prompt, 24)
     assert all(drafter.proposals), f"both drafters should have proposed: {drafter.proposals}"
+
+
+def test_shipped_weights_fit_the_budget_and_hold_no_training_state():
+    """Everything shipped in the package (generic drafters + drafter sets) stays within 60 MB of weights (issue #5),
+    without resume state, and every member a shipped set names is there."""
+    import json
+
+    from taskspec.drafters.shipped import SHIPPED_DIR
+
+    weights = sum(p.stat().st_size for p in SHIPPED_DIR.rglob("*.safetensors"))
+    assert 0 < weights <= 60e6, f"shipped weights {weights / 1e6:.1f} MB; the budget is 60 MB"
+    assert not list(SHIPPED_DIR.rglob("train_state.pt"))
+    for manifest_path in SHIPPED_DIR.glob("sets/*/drafterset.json"):
+        manifest = json.loads(manifest_path.read_text())
+        for member, folder in manifest["members"].items():
+            if folder.startswith("shipped:"):  # a shipped generic drafter of that kind
+                assert any(SHIPPED_DIR.glob(f"{folder.removeprefix('shipped:')}-*/config.json")), member
+            else:
+                assert not folder.startswith("/") and (manifest_path.parent / folder / "config.json").is_file(), member
+        for kind, path in manifest.get("routers", {}).items():
+            assert (manifest_path.parent / path).is_file(), kind

@@ -38,8 +38,10 @@ class PipelineError(TaskspecError):
 @dataclass(frozen=True)
 class PromptsSection:
     sources: tuple[str, ...] = ()  # dataset names (gsm8k:train, sharegpt, ...) or .jsonl files with a "prompt" field
-    limit: int = 200  # training prompts per source (the first ones in file order)
-    eval_limit: int = 10  # held-out prompts per source for the evaluation (the ones after the training prompts)
+    limit: int = 200  # training prompts per source
+    eval_limit: int = 10  # held-out prompts per source for the evaluation (never trained on)
+    sample: str = "first"  # first = the first prompts in file order; random = a seeded random sample of the source
+    seed: int = 0  # the random sample's seed
     data_dir: str = ""  # data folder for named datasets ("" = $TASKSPEC_DATA, else ../shared/data)
 
 
@@ -187,6 +189,8 @@ def _check(config: PipelineConfig, source: str) -> None:
     problems = []
     if not p.sources:
         problems.append("prompts.sources is empty; expected dataset names or .jsonl files")
+    if p.sample not in ("first", "random"):
+        problems.append(f"prompts.sample = {p.sample!r}: expected first or random")
     if p.limit < 2 or p.eval_limit < 0:
         problems.append(f"prompts.limit = {p.limit} (>= 2) and prompts.eval_limit = {p.eval_limit} (>= 0)")
     if c.max_new_tokens < 1 or c.max_tokens < 8 or c.top_k < 1:
@@ -281,7 +285,9 @@ def run_pipeline(config: PipelineConfig, progress: bool = True, log=print, targe
 
     # 2. detect: tasks from the training prompts
     taskmap = out / "taskmap.json"
-    with state.stage("detect", run, log, key=(config.prompts, config.detect), output=taskmap) as todo:
+    # task names only label the build's members: renaming the tasks must not redo the clustering
+    detect_key = (config.prompts, _replace(config.detect, task_names=()))
+    with state.stage("detect", run, log, key=detect_key, output=taskmap) as todo:
         if todo:
             from .tasks import TaskDetector
 
@@ -332,19 +338,28 @@ def run_pipeline(config: PipelineConfig, progress: bool = True, log=print, targe
 
 
 def split_prompts(section: PromptsSection, load_prompts) -> tuple[list, list]:
-    """Per source: the first `limit` prompts train, the next `eval_limit` are held out (never trained on).
+    """Per source: `limit` prompts train and the next `eval_limit` are held out (never trained on), taken from the
+    start of the source or, with sample = "random", from a seeded shuffle of all of it (a file sorted by origin,
+    like MathInstruct, is otherwise represented by its first origin only).
 
     Duplicate prompt texts are kept once (the first), so no held-out prompt was seen in training."""
+    import random
+
     train, held_out, seen = [], [], set()
+    wanted = section.limit + section.eval_limit
     for source in section.sources:
-        prompts = load_prompts(source, data_dir=section.data_dir or None, limit=section.limit + section.eval_limit)
+        if section.sample == "random":
+            prompts = load_prompts(source, data_dir=section.data_dir or None)
+            prompts = random.Random(f"{section.seed}:{source}").sample(prompts, min(len(prompts), 2 * wanted))
+        else:
+            prompts = load_prompts(source, data_dir=section.data_dir or None, limit=wanted)
         unique = []
         for prompt in prompts:
             if prompt.text.strip() and prompt.text not in seen:
                 seen.add(prompt.text)
                 unique.append(prompt)
-        n_eval = min(section.eval_limit, len(unique) // 5) if len(unique) < section.limit + section.eval_limit \
-            else section.eval_limit
+        unique = unique[:wanted]
+        n_eval = min(section.eval_limit, len(unique) // 5) if len(unique) < wanted else section.eval_limit
         train += unique[: len(unique) - n_eval]
         held_out += unique[len(unique) - n_eval:]
     if len(train) < 2:

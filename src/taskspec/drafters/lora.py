@@ -201,7 +201,9 @@ def adapter_size_bytes(folder: str | Path) -> int:
 
 
 def _find_base(folder: Path, config: dict) -> Path:
-    """The base drafter folder: the path relative to the adapter first, then the path as given."""
+    """The base drafter folder: the path relative to the adapter first, then the path as given, then a drafter
+    shipped with the package whose weights have the recorded hash (so a set whose adapters sit on a shipped
+    drafter can itself be shipped, or installed anywhere)."""
     base = config["base"]
     tried = []
     for candidate in (Path(os.path.normpath(folder / base["relative"])) if base.get("relative") else None,
@@ -211,8 +213,14 @@ def _find_base(folder: Path, config: dict) -> Path:
         tried.append(str(candidate))
         if (candidate / CONFIG_FILE).is_file():
             return candidate
+    from .shipped import SHIPPED_DIR
+
+    for weights in sorted(SHIPPED_DIR.glob(f"*/{WEIGHTS_FILE}")):
+        if base.get("sha256") and base_sha256(weights.parent) == base["sha256"]:
+            return weights.parent
+    tried.append(f"the drafters shipped in {SHIPPED_DIR}")
     raise DrafterError(f"LoRA adapter {str(folder / CONFIG_FILE)!r}: its base drafter is missing (tried "
-                       f"{' and '.join(repr(t) for t in tried) or 'no path'}); expected the drafter checkpoint the "
+                       f"{' and '.join(repr(t) for t in tried)}); expected the drafter checkpoint the "
                        "adapter was trained on, at the same place relative to the adapter or at its original path")
 
 
