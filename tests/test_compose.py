@@ -179,13 +179,16 @@ def make_set(tmp_path, target):
 
 
 @pytest.mark.parametrize("strategy", ["single", "single:head:b", "averaged", "confidence", "entropy:step", "merged",
-                                      "merged-double"])
+                                      "merged-double", "ngram+confidence", "ngram+merged"])
 def test_every_strategy_of_a_set_decodes_exactly(tmp_path, strategy):
     target = tiny_llama()
     drafter_set = load_drafter_set(make_set(tmp_path, target), target)
     drafter = drafter_set.compose(strategy)
     assert drafter.name == strategy
     assert greedy(target, drafter).token_ids == reference_greedy(target, PROMPT, NEW)
+    if strategy.startswith("ngram+"):  # prompt lookup in front of the composed drafter
+        assert drafter.first.name.startswith("ngram") and drafter.second.name == strategy.removeprefix("ngram+")
+        assert sum(drafter.proposals) > 0
 
 
 def test_merged_budgets_split_or_double_the_nodes(tmp_path):
@@ -224,7 +227,7 @@ def test_bench_runs_strategies_side_by_side_and_reports_the_routing_split(tmp_pa
     drafter_set = load_drafter_set(make_set(tmp_path, target), target)
     prompts = [Prompt(id=f"p{i}", text=text, source=source, meta={})
                for i, (text, source) in enumerate([("add 3 and 4", "math"), ("a poem", "chat"), ("7 + 8", "math")])]
-    result = run_bench(target, prompts, ["none", "single", "confidence", "merged"],
+    result = run_bench(target, prompts, ["none", "single", "confidence", "merged", "ngram+confidence"],
                        GenerationConfig(max_new_tokens=8, stop_on_eos=False), progress=False,
                        drafter_set=drafter_set).to_dict()
     table = result["summary"]["all"]
@@ -232,4 +235,7 @@ def test_bench_runs_strategies_side_by_side_and_reports_the_routing_split(tmp_pa
     assert sum(table["confidence"]["routing"].values()) == 3  # one choice per request
     assert sum(result["summary"]["math"]["confidence"]["routing"].values()) == 2
     assert "routing" not in table["single"]
+    assert table["ngram+confidence"]["greedy_match_rate"] == 1.0
+    # prompt lookup drafts whenever the text repeats; the specialists are chosen (and counted) only when it does not
+    assert sum(table["ngram+confidence"]["routing"].values()) <= 3
     assert "routing split" in markdown_tables(result)

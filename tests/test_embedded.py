@@ -113,3 +113,23 @@ def test_shipped_drafters_are_lossless_and_accept_drafts(target_bf16, kind):
     assert spec.token_ids == plain.token_ids
     assert spec.stats.acceptance_length > 1.5, f"{kind}: τ {spec.stats.acceptance_length:.2f} on a math prompt"
     assert build_drafter("auto", target_bf16).name == "auto=ngram+hass"
+
+
+def test_shipped_drafter_set_routes_and_stays_lossless(target_bf16):
+    """The drafter set committed in src/taskspec/drafters/shipped/sets/ (configs/embedded.toml) loads for the embedded
+    target, routes a math prompt to its math specialist (the LoRA one through the shipped base drafter) and keeps
+    greedy output exactly the target's."""
+    from taskspec.drafters.drafter_set import load_drafter_set
+    from taskspec.drafters.shipped import shipped_drafter_set
+
+    folder = shipped_drafter_set(target_bf16)
+    assert folder is not None, "no drafter set ships for the embedded target"
+    drafter_set = load_drafter_set(folder, target_bf16)
+    assert drafter_set.task_names == ["chat", "math"]
+    prompt = "A baker makes 24 muffins and sells 3 boxes of 6. How many muffins are left?"
+    config = GenerationConfig(max_new_tokens=24)
+    plain = generate(target_bf16, NoDrafter(), prompt, config)
+    for strategy in ("routed", "routed@lora"):
+        drafter = drafter_set.compose(strategy)
+        assert generate(target_bf16, drafter, prompt, config).token_ids == plain.token_ids, strategy
+        assert dict(drafter.choices) == {"math": 1}, (strategy, dict(drafter.choices))

@@ -2,7 +2,8 @@
 
 A sample of real prompts (ShareGPT, from its package, and GSM8K, MATH-500, MT-Bench and SVAMP when the data folder
 is there) is sorted into tasks by the drafter set's task map; every prompt is decoded with plain decoding, prompt
-lookup, the generic drafter, the routed specialists and merged trees, taking turns as in `taskspec bench`; the
+lookup, the generic drafter, the routed specialists, merged trees and prompt lookup in front of the routed
+specialists (`ngram+routed`), taking turns as in `taskspec bench`; the
 result is one table per detected task and a report folder (report.md and plots, `taskspec report`).
 
 Without a drafter set for the target (another target, or none shipped), the demo decodes the built-in example
@@ -21,7 +22,7 @@ from .errors import TaskspecError
 # (dataset, prompts): ShareGPT always (its package is a dependency), the benchmarks when the data folder is present
 DEMO_SOURCES = (("sharegpt", 4), ("gsm8k", 2), ("math500", 2), ("mt-bench", 2), ("svamp", 2))
 MAX_PROMPT_CHARS = 600  # long ShareGPT prompts would spend the demo's minutes on prefill
-SET_METHODS = ("none", "ngram", "single", "routed", "merged")
+SET_METHODS = ("none", "ngram", "single", "routed", "merged", "ngram+routed")
 
 
 def builtin_prompts() -> list[Prompt]:

@@ -107,7 +107,7 @@ def build_method(spec: str, target: CausalLM, drafter_set=None):
 def is_strategy(spec: str) -> bool:
     from ..drafters.drafter_set import STRATEGIES
 
-    return spec.partition("@")[0].partition(":")[0] in STRATEGIES
+    return spec.removeprefix("ngram+").partition("@")[0].partition(":")[0] in STRATEGIES
 
 
 def split_method_list(items: list[str]) -> list[str]:

@@ -21,6 +21,8 @@ Strategies (`compose`; a suffix "@lora" uses the LoRA specialists instead of the
     entropy[:step]           the same with the lowest draft entropy
     merged                   every specialist drafts, trees merged: equal verification budget (each gets half)
     merged-double            the same, each specialist with the full budget (twice the nodes; TAPS's setting)
+    ngram+STRATEGY           prompt lookup first (when the last 2+ tokens occurred before), the strategy otherwise:
+                             what `auto` does for one drafter (drafters/fallback.py), e.g. ngram+routed
 """
 
 from __future__ import annotations
@@ -128,6 +130,12 @@ class DrafterSet:
         from .compose import MergedTreeDrafter, PromptRoutedDrafter, ScoreRoutedDrafter, averaged_drafter
 
         name, family = strategy, "head"
+        if strategy.startswith("ngram+"):
+            from . import build_drafter
+            from .fallback import FallbackDrafter
+
+            inner = self.compose(strategy.removeprefix("ngram+"))
+            return FallbackDrafter(build_drafter("ngram:min_ngram=2", self.target), inner, name=name)
         if "@" in strategy:
             strategy, _, family = strategy.partition("@")
             if family not in FAMILIES:
@@ -137,7 +145,7 @@ class DrafterSet:
         if kind not in STRATEGIES:
             raise DrafterError(f"unknown composition strategy {name!r}; expected one of: single[:MEMBER], averaged, "
                                "routed[:ROUTER], confidence[:step], entropy[:step], merged, merged-double "
-                               "(optionally with @lora)")
+                               "(optionally with @lora, and ngram+ in front for prompt lookup first)")
         if kind == "single":
             drafter = self.member(arg or self.manifest["generic"])
             drafter.name = name

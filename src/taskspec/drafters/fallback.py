@@ -19,6 +19,11 @@ class FallbackDrafter:
         self.name = name or f"{first.name}+{second.name}"
         self.proposals = [0, 0]  # how often each drafter's tree was used (for reports and tests)
 
+    @property
+    def choices(self):
+        """The second drafter's routing choices, if it routes (a composed drafter set strategy), for the bench."""
+        return getattr(self.second, "choices", None)
+
     def reset(self, prompt_ids, target_hidden=None) -> None:
         for drafter in (self.first, self.second):
             drafter.reset(prompt_ids, target_hidden if drafter.needs_target_hidden else None)
