@@ -31,7 +31,7 @@ _EXPORTS = {
     "TaskDetector": "taskspec.tasks.detect",
     "make_router": "taskspec.tasks.routers",
     "load_router": "taskspec.tasks.routers",
-    "load_config": "taskspec.pipeline",
+    "load_config": "taskspec.pipeline_config",
     "run_pipeline": "taskspec.pipeline",
     "TaskspecError": "taskspec.errors",
 }
