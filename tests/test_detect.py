@@ -112,6 +112,10 @@ def test_descriptions_name_each_tasks_words_and_nearest_prompts():
     assert [t.size for t in tasks] == [2, 2]
     assert tasks[0].keywords[:2] == ["equation", "solve"] and tasks[0].examples == ["solve the equation for x"]
     assert "translate" in tasks[1].keywords[:3] and "sentence" in tasks[1].keywords[:3]
+    # one long prompt repeating its own word does not outweigh a word that most of the task's prompts use
+    texts[2] = "translate this sentence " + "launcher " * 30
+    tasks = describe_tasks(texts, labels, emb, centers, num_examples=1)
+    assert tasks[1].keywords.index("translate") < tasks[1].keywords.index("launcher")
 
 
 def test_real_encoder_separates_math_from_translation(tmp_path):

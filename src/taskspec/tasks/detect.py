@@ -249,14 +249,15 @@ class TaskDetector:
 
 def describe_tasks(texts: list[str], labels: np.ndarray, emb: np.ndarray, centers: np.ndarray,
                    num_keywords: int = 8, num_examples: int = 3) -> list[TaskDescription]:
-    """Top keywords per task by class-based TF-IDF (a word frequent in this task and rare in the others) and the
-    prompts nearest the centroid."""
+    """Top keywords per task by class-based TF-IDF (a word used by many of this task's prompts and rare in the
+    others; each prompt counts a word once, so one long prompt repeating its own jargon cannot name the task) and
+    the prompts nearest the centroid."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
     k = len(centers)
     counts = [Counter() for _ in range(k)]
     for text, label in zip(texts, labels):
-        counts[label].update(w.lower() for w in _WORD.findall(text) if w.lower() not in ENGLISH_STOP_WORDS)
+        counts[label].update({w.lower() for w in _WORD.findall(text)} - ENGLISH_STOP_WORDS)
     df = Counter(word for c in counts for word in c)
     out = []
     for task in range(k):
