@@ -215,9 +215,10 @@ def _find_base(folder: Path, config: dict) -> Path:
             return candidate
     from .shipped import SHIPPED_DIR
 
-    for weights in sorted(SHIPPED_DIR.glob(f"*/{WEIGHTS_FILE}")):
-        if base.get("sha256") and base_sha256(weights.parent) == base["sha256"]:
-            return weights.parent
+    if base.get("sha256"):
+        for weights in sorted(SHIPPED_DIR.glob(f"*/{WEIGHTS_FILE}")):
+            if base_sha256(weights.parent) == base["sha256"]:
+                return weights.parent
     tried.append(f"the drafters shipped in {SHIPPED_DIR}")
     raise DrafterError(f"LoRA adapter {str(folder / CONFIG_FILE)!r}: its base drafter is missing (tried "
                        f"{' and '.join(repr(t) for t in tried)}); expected the drafter checkpoint the "
