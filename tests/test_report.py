@@ -9,8 +9,8 @@ import zlib
 import numpy as np
 import pytest
 
-from taskspec.bench.plots import (PLOT_FILES, ReportError, check_result, load_result, pca_2d, prompt_map,
-                                  result_prompts)
+from taskspec.bench.plots import PLOT_FILES
+from taskspec.bench.result_file import ReportError, check_result, load_result, pca_2d, prompt_map, result_prompts
 from taskspec.bench.report import markdown_tables, write_report
 from taskspec.cli import main
 from taskspec.engine.stats import SpecStats

@@ -65,7 +65,7 @@ def tag_with_tasks(prompts: list[Prompt], drafter_set) -> tuple[list[Prompt], ob
 def run_demo(target, prompts: list[Prompt], methods: list[str], config, out_dir: str | Path, drafter_set=None,
              progress: bool = True, log=print, command: str = "taskspec demo") -> dict:
     """Decode, print one table per task, write out_dir/result.json and the report; returns the result."""
-    from .bench.plots import prompt_map
+    from .bench.result_file import prompt_map
     from .bench.report import markdown_tables, write_report
     from .bench.runner import run_bench
     from .io_utils import write_json_atomic

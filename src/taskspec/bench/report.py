@@ -53,12 +53,13 @@ def markdown_tables(result: dict) -> str:
 
 def write_report(result: dict, out_dir, source: str | None = None, prompt_map: list[dict] | None = None):
     """`taskspec report`: out_dir/report.md (meta, the tables above, every plot with a caption) and the plots of
-    bench/plots.py as PNGs, all written atomically. `prompt_map` (bench.plots.prompt_map) overrides the result's
+    bench/plots.py as PNGs, all written atomically. `prompt_map` (bench.result_file.prompt_map) overrides the result's
     own; a plot without data is skipped and report.md says why. Returns the path of report.md."""
     from pathlib import Path
 
     from ..io_utils import write_text_atomic
-    from .plots import check_prompt_map, check_result, write_plots
+    from .plots import write_plots
+    from .result_file import check_prompt_map, check_result
 
     check_result(result, repr(source) if source else "result")
     if prompt_map is not None:
