@@ -180,3 +180,56 @@ def test_cli_detect_writes_a_task_map_and_scores_known_labels(tmp_path, capsys):
     assert "mean over k-means restarts" in capsys.readouterr().out
     assert main(["detect", "--prompts", str(data), "--out", str(out), "--criterion", "elbow", "--quiet"]) == 2
     assert "unknown criterion 'elbow'" in capsys.readouterr().err
+
+
+def test_target_state_detector_matches_a_plain_reference_and_round_trips(tmp_path):
+    """encoder="target": the embedding is the target-feature router's pooled prefill, standardised with the fitting
+    prompts' statistics, unit rows; the map stores those statistics and the target, and refuses another target."""
+    from conftest import MATH_PROMPTS, PROSE_PROMPTS, tiny_gemma3, tiny_llama_with_tokenizer
+
+    from taskspec.tasks import TargetFeatureRouter
+
+    target = tiny_llama_with_tokenizer()
+    prompts = MATH_PROMPTS + PROSE_PROMPTS
+    detector = TaskDetector(encoder="target", k=2, target=target).fit(prompts)
+    states = TargetFeatureRouter(target).features(prompts).astype(np.float64)  # [n, H] plain reference
+    reference = (states - states.mean(0)) / (states.std(0) + 1e-6)
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    np.testing.assert_allclose(detector.embed(prompts), reference, atol=1e-5)
+    assert detector.k_ == 2 and len(detector.descriptions_) == 2
+
+    path = detector.save(tmp_path / "taskmap.json")
+    loaded = TaskDetector.load(path, target=target)
+    new = ["compute 7 plus 1 times 8", "write a short poem about the sun in the garden"]
+    assert loaded.predict(new).tolist() == detector.predict(new).tolist()
+    np.testing.assert_allclose(loaded.embed(new), detector.embed(new), atol=1e-6)
+    with pytest.raises(TaskDetectionError, match="needs the target"):
+        TaskDetector.load(path)
+    with pytest.raises(TaskDetectionError, match="another target"):
+        TaskDetector.load(path, target=tiny_gemma3())
+    with pytest.raises(TaskDetectionError, match="pass the target"):
+        TaskDetector(encoder="target", k=2).fit(prompts)
+
+
+def test_cli_detect_with_the_target_encoder(tmp_path):
+    import json
+
+    from conftest import MATH_PROMPTS, PROSE_PROMPTS, tiny_llama_with_tokenizer
+
+    from taskspec.cli import main
+
+    target = tiny_llama_with_tokenizer()
+    model_dir = tmp_path / "model"
+    target.model.save_pretrained(model_dir)
+    target.tokenizer.save_pretrained(model_dir)
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in MATH_PROMPTS + PROSE_PROMPTS))
+    out = tmp_path / "taskmap.json"
+    assert main(["detect", "--prompts", str(data), "--out", str(out), "--encoder", "target", "--target",
+                 str(model_dir), "--dtype", "fp32", "--k", "2", "--quiet"]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["params"]["encoder"] == "target" and saved["target"]
+    assert len(saved["standardise"]["mean"]) == target.model.config.hidden_size
+    from taskspec.tasks.detect import taskmap_encoder
+
+    assert taskmap_encoder(out) == "target" and taskmap_encoder(tmp_path / "missing.json") is None

@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--taskmap", help="task map from `taskspec detect`: map the result's prompts in 2-D by task")
     r.add_argument("--data-dir", help="with --taskmap: data folder to reload the prompts from (default: "
                                       "$TASKSPEC_DATA, else ../shared/data)")
+    _add_target(r)  # read only for a task map of the target's prefill states (detect --encoder target)
     r.set_defaults(func=cmd_report)
     c = sub.add_parser("collect", help="decode prompts and append {prompt, output, meta} records (resumable)")
     _add_target(c)
@@ -113,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "silhouette-restarts (the silhouette averaged over 5 k-means seeds: steadier, 5x the time)")
     dt.add_argument("--encoder", default="all-MiniLM-L6-v2",
                     help="sentence-transformers model: name in the local cache or folder (default: the offline "
-                         "all-MiniLM-L6-v2 package)")
+                         "all-MiniLM-L6-v2 package); or 'target': the target's own standardised prefill states "
+                         "(what the target-feature router reads; loads --target)")
+    _add_target(dt)
     dt.add_argument("--stop-words", action="store_true", help="drop English stop words before embedding (TaskSpec)")
     dt.add_argument("--label-field", help="known labels to score against: 'source' (the dataset) or a data field")
     dt.add_argument("--seed", type=int, default=0)

@@ -122,7 +122,7 @@ def cmd_collect(args) -> int:
 def cmd_detect(args) -> int:
     from .data import load_prompts
     from .tasks import TaskDetector, clustering_metrics
-    from .tasks.detect import TaskDetectionError
+    from .tasks.detect import TARGET_ENCODER, TaskDetectionError
 
     k_min, k_max = _int_pair(args.k_range, "--k-range")
     prompts = []
@@ -135,8 +135,13 @@ def cmd_detect(args) -> int:
             raise TaskDetectionError(f"--label-field {args.label_field!r}: prompts {missing[:3]} have no such field "
                                      "(use 'source' for the dataset name)")
         labels = [p.source if args.label_field == "source" else str(p.meta[args.label_field]) for p in prompts]
+    target = None
+    if args.encoder == TARGET_ENCODER:
+        from .models.target import load_target
+
+        target = load_target(args.target, args.dtype, use_kernel=not args.no_kernel)
     detector = TaskDetector(encoder=args.encoder, k=args.k, k_min=k_min, k_max=k_max, stop_words=args.stop_words,
-                            seed=args.seed, criterion=args.criterion)
+                            seed=args.seed, criterion=args.criterion, target=target)
     print(f"embedding {len(prompts)} prompts with {args.encoder}...", file=sys.stderr)
     detector.fit([p.text for p in prompts], progress=not args.quiet)
     evaluation = None
@@ -301,8 +306,14 @@ def cmd_report(args) -> int:
     points = None
     if args.taskmap:
         from .tasks import TaskDetector
+        from .tasks.detect import taskmap_encoder
 
-        detector = TaskDetector.load(args.taskmap)
+        target = None
+        if taskmap_encoder(args.taskmap) == "target":  # a map of the target's prefill states embeds with the target
+            from .models.target import load_target
+
+            target = load_target(args.target, args.dtype, use_kernel=not args.no_kernel)
+        detector = TaskDetector.load(args.taskmap, target=target)
         texts, ids = result_prompts(result, args.data_dir)
         print(f"embedding {len(texts)} prompts with {detector.encoder}...", file=sys.stderr)
         points = prompt_map(texts, ids, detector)

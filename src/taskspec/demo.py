@@ -54,7 +54,8 @@ def tag_with_tasks(prompts: list[Prompt], drafter_set) -> tuple[list[Prompt], ob
     """Each prompt with its detected task as `source` (so the bench groups by task) and its dataset in meta."""
     from .tasks import TaskDetector
 
-    detector = TaskDetector.load(drafter_set.folder / drafter_set.manifest.get("taskmap", "taskmap.json"))
+    detector = TaskDetector.load(drafter_set.folder / drafter_set.manifest.get("taskmap", "taskmap.json"),
+                                 target=drafter_set.target)
     names = {t["id"]: t["name"] for t in drafter_set.manifest["tasks"]}
     tasks = detector.predict([p.text for p in prompts])
     tagged = [replace(p, source=names.get(int(t), f"task{int(t)}"), meta={**p.meta, "dataset": p.source})

@@ -89,7 +89,7 @@ def run_pipeline(config: PipelineConfig, progress: bool = True, log=print, targe
 
             d = config.detect
             detector = TaskDetector(encoder=d.encoder, k=d.k or None, k_min=d.k_range[0], k_max=d.k_range[1],
-                                    stop_words=d.stop_words, seed=d.seed)
+                                    stop_words=d.stop_words, seed=d.seed, target=target)
             detector.fit([p.text for p in train_prompts], progress=progress)
             detector.save(taskmap)
             for task in detector.descriptions_:

@@ -39,7 +39,7 @@ class CollectSection:
 class DetectSection:
     k: int = 0  # 0 = automatic (silhouette over k_range)
     k_range: tuple[int, int] = (2, 8)
-    encoder: str = "all-MiniLM-L6-v2"  # any sentence-transformers model by name (offline) or path
+    encoder: str = "all-MiniLM-L6-v2"  # any sentence-transformers model by name (offline) or path; or "target"
     stop_words: bool = False  # remove English stop words before embedding (TaskSpec)
     task_names: tuple[str, ...] = ()  # one name per task, in the task map's order ("" = task0, task1, ...)
     seed: int = 0

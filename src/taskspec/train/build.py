@@ -116,7 +116,7 @@ def build_drafter_set(target: CausalLM, taskmap: str | Path, feature_dirs: list[
         raise BuildError(f"target {target.name!r} has no tokenizer; task detection reads prompt text")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    detector = TaskDetector.load(taskmap)
+    detector = TaskDetector.load(taskmap, target=target)
     if not (out / "taskmap.json").is_file() or Path(taskmap).resolve() != (out / "taskmap.json").resolve():
         shutil.copyfile(taskmap, out / "taskmap.json.tmp")
         (out / "taskmap.json.tmp").replace(out / "taskmap.json")
