@@ -93,3 +93,27 @@ def test_build_rejects_bad_inputs(workspace):
     with pytest.raises(TaskDetectionError, match="task map"):
         build_drafter_set(target, root / "f1" / "manifest.json", features, root / "bad3", CONFIG, progress=False,
                           log=lambda m: None)
+
+
+def test_build_and_demo_read_a_task_map_of_the_targets_states(workspace, tmp_path):
+    """A map from `detect --encoder target` assigns the build's examples and tags the demo's prompts with the
+    target's own prefill states (the same tasks as the map's predict)."""
+    from dataclasses import replace
+
+    from taskspec.data import Prompt
+    from taskspec.demo import tag_with_tasks
+    from taskspec.tasks import TaskDetector
+
+    target, root, _ = workspace
+    detector = TaskDetector(encoder="target", k=2, target=target).fit(MATH + PROSE)
+    detector.save(tmp_path / "taskmap.json")
+    tasks = detector.predict(MATH + PROSE).tolist()
+    manifest = build_drafter_set(target, tmp_path / "taskmap.json", [str(root / "f1"), str(root / "f2")],
+                                 tmp_path / "set", replace(CONFIG, stages=("heads",), routers=()),
+                                 progress=False, log=lambda m: None)
+    built = {t["id"]: t["examples"] for t in manifest["tasks"]}
+    assert built == {t: tasks.count(t) for t in set(tasks) if tasks.count(t) >= CONFIG.min_task_examples}
+    prompts = [Prompt(f"p{i}", text, "mine") for i, text in enumerate(MATH[:2] + PROSE[:2])]
+    tagged, _ = tag_with_tasks(prompts, load_drafter_set(tmp_path / "set", target))
+    names = {t["id"]: t["name"] for t in manifest["tasks"]}
+    assert [p.source for p in tagged] == [names.get(t, f"task{t}") for t in (tasks[:2] + tasks[6:8])]
