@@ -110,18 +110,12 @@ class TargetStateEncoder:
     def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
         from .routers import TargetFeatureRouter
 
-        rows = []
-        for start in _progress(range(0, len(texts), 16), progress, "prefills", 16, len(texts)):
-            rows.append(TargetFeatureRouter(self.target).features(texts[start : start + 16]))
-        return np.concatenate(rows).astype(np.float32)
+        prefill = TargetFeatureRouter(self.target).features  # one prefill per prompt: [m] texts → [m, H]
+        if progress:
+            from tqdm.auto import tqdm
 
-
-def _progress(steps, enabled: bool, what: str, size: int, total: int):
-    if not enabled:
-        return steps
-    from tqdm.auto import tqdm
-
-    return tqdm(steps, desc=what, unit=f"×{size}", total=math.ceil(total / size))
+            return np.stack([prefill([t])[0] for t in tqdm(texts, desc="prefills", unit="prompt")]).astype(np.float32)
+        return prefill(texts).astype(np.float32)
 
 
 def remove_stop_words(text: str) -> str:
