@@ -306,10 +306,10 @@ def cmd_report(args) -> int:
     points = None
     if args.taskmap:
         from .tasks import TaskDetector
-        from .tasks.detect import taskmap_encoder
+        from .tasks.detect import TARGET_ENCODER, taskmap_encoder
 
         target = None
-        if taskmap_encoder(args.taskmap) == "target":  # a map of the target's prefill states embeds with the target
+        if taskmap_encoder(args.taskmap) == TARGET_ENCODER:  # a map of the target's prefill states embeds with the target
             from .models.target import load_target
 
             target = load_target(args.target, args.dtype, use_kernel=not args.no_kernel)

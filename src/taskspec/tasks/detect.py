@@ -110,12 +110,11 @@ class TargetStateEncoder:
     def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
         from .routers import TargetFeatureRouter
 
-        prefill = TargetFeatureRouter(self.target).features  # one prefill per prompt: [m] texts → [m, H]
-        if progress:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            return np.stack([prefill([t])[0] for t in tqdm(texts, desc="prefills", unit="prompt")]).astype(np.float32)
-        return prefill(texts).astype(np.float32)
+        prefill = TargetFeatureRouter(self.target).features  # [m] texts → [m, H], one prefill per prompt
+        rows = [prefill([t])[0] for t in tqdm(texts, desc="prefills", unit="prompt", disable=not progress)]
+        return np.stack(rows).astype(np.float32)  # [n, H]
 
 
 def remove_stop_words(text: str) -> str:
@@ -291,7 +290,7 @@ class TaskDetector:
         if self.encoder == TARGET_ENCODER and self.standardise_ is not None:
             from ..drafters.checkpoint import target_fingerprint
 
-            data["target"] = target_fingerprint(self.target) if self.target is not None else None
+            data["target"] = target_fingerprint(self.target)  # fitting on texts needed the target
             data["standardise"] = {"mean": [float(v) for v in self.standardise_[0]],
                                    "scale": [float(v) for v in self.standardise_[1]]}
         if evaluation:
