@@ -39,11 +39,8 @@ def _add_sampling(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taskspec", description="Task-aware lossless speculative decoding.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+# ---- one function per verb: its subparser, options in --help order, and its handler ----------------------
+def _add_generate(sub: "argparse._SubParsersAction") -> None:
     g = sub.add_parser("generate", help="decode one prompt")
     _add_target(g)
     g.add_argument("--drafter", default=DEFAULT_DRAFTER,
@@ -57,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true", help="print one JSON object {text, token_ids, stats}")
     g.set_defaults(func=cmd_generate)
 
+
+def _add_bench(sub: "argparse._SubParsersAction") -> None:
     b = sub.add_parser("bench", help="compare methods on a dataset, interleaved per prompt, in one process")
     _add_target(b)
     b.add_argument("--dataset", required=True, help="dataset name(s), comma-separated, or a .jsonl path")
@@ -71,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_bench)
 
+
+def _add_demo(sub: "argparse._SubParsersAction") -> None:
     d = sub.add_parser("demo", help="decode a few example prompts with each method and print the table")
     _add_target(d)
     d.add_argument("--methods", nargs="+", help="methods and strategies as in `bench` (default: none, ngram, and "
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="report folder: result.json, report.md, plots")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
+
+
+def _add_report(sub: "argparse._SubParsersAction") -> None:
     r = sub.add_parser("report", help="report.md and PNG plots (τ, depth, routing, speedup, prompt map) from a "
                                       "bench or demo result")
     r.add_argument("result", help="result JSON written by `taskspec bench --out` or `taskspec demo --out`")
@@ -91,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "$TASKSPEC_DATA, else ../shared/data)")
     _add_target(r)  # read only for a task map of the target's prefill states (detect --encoder target)
     r.set_defaults(func=cmd_report)
+
+
+def _add_collect(sub: "argparse._SubParsersAction") -> None:
     c = sub.add_parser("collect", help="decode prompts and append {prompt, output, meta} records (resumable)")
     _add_target(c)
     c.add_argument("--prompts", required=True, help="dataset name(s), comma-separated, or a .jsonl path")
@@ -102,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="JSONL file; records are appended, prompts already in it skipped")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_collect)
+
+
+def _add_detect(sub: "argparse._SubParsersAction") -> None:
     dt = sub.add_parser("detect", help="find the tasks of a prompt set: sentence embeddings + k-means, k automatic")
     dt.add_argument("--prompts", required=True, help="dataset name(s), comma-separated, or a .jsonl path")
     dt.add_argument("--data-dir", help="data folder (default: $TASKSPEC_DATA, else ../shared/data)")
@@ -122,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--seed", type=int, default=0)
     dt.add_argument("--quiet", action="store_true")
     dt.set_defaults(func=cmd_detect)
+
+
+def _add_features(sub: "argparse._SubParsersAction") -> None:
     f = sub.add_parser("features", help="cache the target's hidden states and top-K logits over training texts")
     _add_target(f)
     f.add_argument("--data", required=True, help="dataset name(s), comma-separated (e.g. sharegpt,gsm8k:train), "
@@ -138,9 +151,28 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="feature folder (resumed if it exists)")
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=cmd_features)
+
+
+def _add_build(sub: "argparse._SubParsersAction") -> None:
     bd = sub.add_parser("build", help="per-task specialist drafters, mixes and routers from a task map (resumable)")
     _add_target(bd)
     bd.add_argument("--taskmap", required=True, help="task map from `taskspec detect`")
+    _add_build_inputs(bd)
+    bd.add_argument("--out", required=True, help="drafter set folder (resumed if it exists)")
+    _add_build_training(bd)
+    bd.add_argument("--mixed-sizes", default="0.5,1",
+                    help="fractions of every task's examples in the two equal-mix drafters (default 0.5,1)")
+    bd.add_argument("--mix", help="extra sampling weight per feature folder, comma-separated")
+    bd.add_argument("--routers", default="embedding,target-feature,sequence", help="router kinds to fit")
+    bd.add_argument("--stages", default="heads,lora,mixed,routers", help="what to build (default: everything)")
+    bd.add_argument("--drafter-options", help="drafting defaults stored in the set, e.g. depth=4")
+    bd.add_argument("--seed", type=int, default=0)
+    bd.add_argument("--quiet", action="store_true")
+    bd.set_defaults(func=cmd_build)
+
+
+def _add_build_inputs(bd: argparse.ArgumentParser) -> None:
+    """Where `build` reads its training examples: feature folders, or a dataset to extract them from."""
     bd.add_argument("--features", help="feature folder(s) from `taskspec features`, comma-separated (read in place)")
     bd.add_argument("--data", help="or: dataset name(s) / .jsonl to extract features from into OUT/features")
     bd.add_argument("--data-dir", help="data folder (default: $TASKSPEC_DATA, else ../shared/data)")
@@ -152,7 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--top-k", type=int, default=10, help="with --data: target logits kept per token")
     bd.add_argument("--examples-per-shard", type=int, default=64)
     bd.add_argument("--shuffle-seed", type=int, default=0)
-    bd.add_argument("--out", required=True, help="drafter set folder (resumed if it exists)")
+
+
+def _add_build_training(bd: argparse.ArgumentParser) -> None:
+    """How `build` trains each specialist (a head, or a LoRA adapter on the generic drafter)."""
     bd.add_argument("--kind", choices=["eagle2", "hass"], default="eagle2")
     bd.add_argument("--generic", default="shipped",
                     help="generic drafter to fine-tune from: a checkpoint folder, 'shipped' (default; trained here "
@@ -165,15 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--draft-vocab-size", type=int, default=16384, help="for a generic drafter trained here")
     bd.add_argument("--lora-rank", type=int, default=8)
     bd.add_argument("--lora-alpha", type=float, default=16.0)
-    bd.add_argument("--mixed-sizes", default="0.5,1",
-                    help="fractions of every task's examples in the two equal-mix drafters (default 0.5,1)")
-    bd.add_argument("--mix", help="extra sampling weight per feature folder, comma-separated")
-    bd.add_argument("--routers", default="embedding,target-feature,sequence", help="router kinds to fit")
-    bd.add_argument("--stages", default="heads,lora,mixed,routers", help="what to build (default: everything)")
-    bd.add_argument("--drafter-options", help="drafting defaults stored in the set, e.g. depth=4")
-    bd.add_argument("--seed", type=int, default=0)
-    bd.add_argument("--quiet", action="store_true")
-    bd.set_defaults(func=cmd_build)
+
+
+def _add_pipeline(sub: "argparse._SubParsersAction") -> None:
     pl = sub.add_parser("pipeline", help="collect → detect → features → build → evaluate from one config file "
                                          "(resumable; docs/pipeline.md)")
     pl.add_argument("--config", required=True, help="pipeline configuration (.toml or .yaml), e.g. "
@@ -181,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", help="output folder (overrides the config's `out`)")
     pl.add_argument("--quiet", action="store_true", help="no progress bars")
     pl.set_defaults(func=cmd_pipeline)
+
+
+def _add_train(sub: "argparse._SubParsersAction") -> None:
     t = sub.add_parser("train", help="train an EAGLE-2 or HASS drafter on feature caches (resumable)")
     _add_target(t)
     t.add_argument("--kind", choices=["eagle2", "hass"], default="hass")
@@ -205,6 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale numerator (deltas × alpha / rank)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `taskspec` parser: -v, then one subparser per verb, listed by --help in this order."""
+    parser = argparse.ArgumentParser(prog="taskspec", description="Task-aware lossless speculative decoding.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add_verb in (_add_generate, _add_bench, _add_demo, _add_report, _add_collect, _add_detect, _add_features,
+                     _add_build, _add_pipeline, _add_train):
+        add_verb(sub)
     return parser
 
 
