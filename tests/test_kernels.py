@@ -16,6 +16,7 @@ from torch import nn
 from taskspec.kernels import (
     Bf16Linear,
     bf16_linear,
+    build,
     kernel_available,
     kernel_unavailable_reason,
     patch_linears,
@@ -324,7 +325,7 @@ def test_unavailable_reasons_do_not_raise(monkeypatch, tmp_path):
         assert "no thanks" in kernel_unavailable_reason()  # the compiler's message is kept
         assert not list((tmp_path / "kernels").glob("*.so"))
         kernel_module._reset()
-        monkeypatch.setattr(kernel_module, "_cpu_problem", lambda: "CPU lacks avx2")
+        monkeypatch.setattr(build, "cpu_problem", lambda: "CPU lacks avx2")
         assert not kernel_available() and kernel_unavailable_reason() == "CPU lacks avx2"
     finally:
         monkeypatch.undo()
@@ -344,12 +345,13 @@ def test_cold_build_into_taskspec_cache(tmp_path):
     assert result.returncode == 0, result.stderr
     path, total = result.stdout.split()
     assert Path(path).parent == tmp_path / "kernels" and Path(path).is_file()
+    assert Path(path).with_suffix(".json").is_file()  # the build record the next load checks it against
     assert float(total) == 2 * 3 * 20
     assert "warning" not in result.stderr.lower()
 
 
 def test_cpu_flag_check_reads_proc_cpuinfo():
-    problem = kernel_module._cpu_problem()
+    problem = build.cpu_problem()
     if problem is None:
         flags = open("/proc/cpuinfo").read()
         assert " avx2" in flags and " fma" in flags

@@ -1,4 +1,4 @@
-"""CPU kernels built on first use (see bf16_linear.py and attention.py)."""
+"""CPU kernels built on first use (see bf16_linear.py and attention.py; build.py compiles, checks and loads them)."""
 
 from .attention import (
     ATTENTION_NAME,

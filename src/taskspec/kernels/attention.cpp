@@ -33,7 +33,7 @@
 // per call. Compiled with -ffp-contract=off, so every fma is explicit; MXCSR is set to round-to-nearest without
 // flush-to-zero / denormals-are-zero in every worker for the call (and restored).
 //
-// Plain C ABI, loaded with ctypes by attention.py (built the same way as bf16_linear.cpp).
+// Plain C ABI, loaded with ctypes by attention.py (built by build.py, like bf16_linear.cpp).
 
 #include <immintrin.h>
 
@@ -41,39 +41,19 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <limits>
 
 #include <omp.h>
 
+#include "bf16_common.h"  // bf16 <-> fp32, hsum8 (shared with bf16_linear.cpp)
+
 namespace {
+
+using namespace ts;
 
 constexpr int64_t KEY_BLOCK = 32;    // values: visible keys per sweep over D (their V rows stay in L1)
 constexpr int MAX_HB = 4;            // heads per block (they share a kv head: one K / V load feeds them all)
 constexpr int64_t SERIAL_MACS = int64_t(1) << 17;  // below this a call runs on one thread (no effect on results)
-
-inline float bf16_to_f32(uint16_t h) {
-    uint32_t u = static_cast<uint32_t>(h) << 16;
-    float f;
-    std::memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-inline uint16_t f32_to_bf16_rne(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return static_cast<uint16_t>(u >> 16);
-}
-
-// Fixed reduction tree: ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)) (the same as the linear kernel's).
-inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-    return _mm_cvtss_f32(s);
-}
 
 // exp(x) for x <= 0, 8 lanes, each lane by the same fixed operations (Cephes expf: range reduction by ln 2 in two
 // parts, degree-6 polynomial; ~1-2 ulp). x < -86.5 gives exactly 0 (keeps the results normal: no denormals).
@@ -103,9 +83,9 @@ inline __m256 exp8(__m256 x) {
 struct Bf16 {
     using T = uint16_t;
     static inline void load16(const T* p, __m256& a, __m256& b) {
-        const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-        a = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));                                     // evens
-        b = _mm256_castsi256_ps(_mm256_and_si256(raw, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));  // odds
+        const __m256i raw = load_bf16x16(p);
+        a = bf16x16_evens(raw);
+        b = bf16x16_odds(raw);
     }
     static inline float load1(const T* p) { return bf16_to_f32(*p); }
     static inline int64_t pos(int64_t r) { return (r & 1) ? 8 + (r >> 1) : (r >> 1); }

@@ -6,13 +6,13 @@ get that from bf16_linear; attention did not: transformers' SDPA path packs GQA 
 heads for several, and torch's SDPA blocks its reductions by size, so in bf16 a token's logits moved by up to ~3 and
 10-30% of 128-token greedy outputs of Gemma 3 270M diverged.
 
-The kernel (attention.cpp, same build machinery as bf16_linear.cpp) computes each (query row, head) on its own: the
-visible keys (mask True) in ascending slot order, fp32 dot products in a fixed order, a fixed vectorised exp, fp32
-sums in ascending order, one rounding to bf16 at the end; masked keys are skipped, never read. A row's output
-depends only on its query and on the ordered list of keys it may see -- not on n, on the slots those keys occupy,
-on the other rows, on the work split or on the thread count. A tree node whose ancestors sit at later cache slots
-(parents before children) therefore gets exactly the output of sequential decoding, where the same ancestors sit
-contiguously. The exact arithmetic is written at the top of attention.cpp.
+The kernel (attention.cpp, built and loaded by build.py like bf16_linear.cpp) computes each (query row, head) on its
+own: the visible keys (mask True) in ascending slot order, fp32 dot products in a fixed order, a fixed vectorised
+exp, fp32 sums in ascending order, one rounding to bf16 at the end; masked keys are skipped, never read. A row's
+output depends only on its query and on the ordered list of keys it may see -- not on n, on the slots those keys
+occupy, on the other rows, on the work split or on the thread count. A tree node whose ancestors sit at later cache
+slots (parents before children) therefore gets exactly the output of sequential decoding, where the same ancestors
+sit contiguously. The exact arithmetic is written at the top of attention.cpp.
 
 dtypes: bf16 and fp32 inputs run in the kernel (fp32 arithmetic in both; fp32 outputs are not rounded). Anything
 else (fp16, non-CPU tensors, autograd recording, dropout in training, per-head masks, additive float masks with
@@ -29,14 +29,12 @@ unchanged; the model's own mask creation (calls without a 4D mask) builds boolea
 from __future__ import annotations
 
 import ctypes
-import importlib
 import logging
 from pathlib import Path
 
 import torch
 
-# the module (the package attribute `bf16_linear` is the function of the same name): shared build machinery
-_shared = importlib.import_module(__package__ + ".bf16_linear")
+from . import build
 
 __all__ = [
     "ATTENTION_NAME", "attention_kernel_available", "attention_kernel_unavailable_reason", "attention_library_path",
@@ -54,7 +52,6 @@ PROFILER_NAME = "taskspec::attention"
 _DTYPE_CODES = {torch.bfloat16: 0, torch.float32: 1}
 
 
-
 # ---------------------------------------------------------------------------------------------- build and load
 
 def _setup(lib):
@@ -65,9 +62,9 @@ def _setup(lib):
     return fn
 
 
-_kernel = _shared.LazyKernel(lambda: _shared.load_kernel_library(
+_kernel = build.LazyKernel(lambda: build.load_kernel_library(
     SOURCE, "attention", ABI_VERSION, _setup, what="invariant attention kernel",
-    disable_envs=(_shared.DISABLE_ENV, DISABLE_ENV)))
+    disable_envs=(build.DISABLE_ENV, DISABLE_ENV)))
 _get_state, _reset = _kernel.state, _kernel.reset
 
 
@@ -182,7 +179,7 @@ def _launch(fn, query, key, value, mask, mask_b: int, mask_i: int, scaling: floa
     args = (_DTYPE_CODES[query.dtype], query.data_ptr(), key.data_ptr(), value.data_ptr(), mask.data_ptr(),
             out.data_ptr(), b, hq, hkv, n, length, d, ctypes.addressof(strides), scaling,
             float(softcap) if softcap else 0.0, threads)
-    if _shared._profiler_enabled():
+    if build.profiler_enabled():
         with torch.profiler.record_function(PROFILER_NAME):
             rc = fn(*args)
     else:

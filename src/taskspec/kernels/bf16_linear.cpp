@@ -26,8 +26,9 @@
 // even element as fp32 and `lane & 0xffff0000` the odd one (2 cheap ops instead of 2 zero-extends + 2 shifts);
 // x is converted to fp32 once per call, stored in the matching permuted order.
 //
-// Exposed with a plain C ABI, loaded with ctypes by bf16_linear.py: no Python or libtorch headers needed, so it
-// builds in a couple of seconds. OpenMP: the library's libgomp.so.1 resolves to the runtime torch has loaded.
+// Exposed with a plain C ABI, built by build.py and loaded with ctypes by bf16_linear.py: no Python or libtorch
+// headers needed, so it builds in a couple of seconds. OpenMP: the library's libgomp.so.1 resolves to the runtime
+// torch has loaded.
 
 #include <immintrin.h>
 
@@ -35,12 +36,15 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <utility>
 
 #include <omp.h>
 
+#include "bf16_common.h"  // bf16 <-> fp32, hsum8 (shared with attention.cpp)
+
 namespace {
+
+using namespace ts;
 
 // Register block: R weight rows x C input rows = 12 ymm accumulators, + C x vectors + 1 weight vector = 16 ymm
 // registers. (Measured on Zen 3: 4x3 beats 3x4, 2x6, 6x2, 5x2.) Overridable with -D for tuning only.
@@ -66,35 +70,6 @@ constexpr int64_t ROWS_PER_ITEM = 4 * R;
 // on it.
 constexpr int64_t SERIAL_MACS = 65536;
 
-inline float bf16_to_f32(uint16_t h) {
-    uint32_t u = static_cast<uint32_t>(h) << 16;
-    float f;
-    std::memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-inline uint16_t f32_to_bf16_rne(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return static_cast<uint16_t>(u >> 16);
-}
-
-// 8 bf16 -> 8 fp32, in order: zero-extend to 32 bits and shift into the high half (exact).
-inline __m256 load_bf16x8(const uint16_t* p) {
-    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-
-// Fixed reduction tree: ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)).
-inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));  // [04, 15, 26, 37]
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));                                          // [04+26, 15+37, ..]
-    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));                                      // (04+26)+(15+37)
-    return _mm_cvtss_f32(s);
-}
-
 struct Problem {
     const float* x;        // [M, K] fp32, each 16-block of a row permuted to [evens, odds]
     const uint16_t* w;     // [N, K] bf16
@@ -119,7 +94,6 @@ void block(const Problem& p, int64_t n0, int64_t m0, const char* pf, const char*
     for (int r = 0; r < RR; ++r)
         for (int c = 0; c < CC; ++c) acc[r][c] = _mm256_setzero_ps();
 
-    const __m256i odd_mask = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
     for (int64_t k = 0; k < K16; k += 16) {
         if (pf < pf_end) {  // pf_lines cache lines per iteration until pf_end
             for (int64_t i = 0; i < pf_lines; ++i) _mm_prefetch(pf + 64 * i, _MM_HINT_T0);
@@ -128,20 +102,18 @@ void block(const Problem& p, int64_t n0, int64_t m0, const char* pf, const char*
         __m256 xv[CC];
         for (int c = 0; c < CC; ++c) xv[c] = _mm256_loadu_ps(x[c] + k);  // x[k + 0, 2, .., 14]
         for (int r = 0; r < RR; ++r) {
-            const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[r] + k));
-            const __m256 wv = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));  // w[k + 0, 2, .., 14]
+            const __m256 wv = bf16x16_evens(load_bf16x16(w[r] + k));  // w[k + 0, 2, .., 14]
             for (int c = 0; c < CC; ++c) acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);
         }
         for (int c = 0; c < CC; ++c) xv[c] = _mm256_loadu_ps(x[c] + k + 8);  // x[k + 1, 3, .., 15]
         for (int r = 0; r < RR; ++r) {
-            const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[r] + k));
-            const __m256 wv = _mm256_castsi256_ps(_mm256_and_si256(raw, odd_mask));  // w[k + 1, 3, .., 15]
+            const __m256 wv = bf16x16_odds(load_bf16x16(w[r] + k));  // w[k + 1, 3, .., 15]
             for (int c = 0; c < CC; ++c) acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);
         }
     }
     if (K16 < K8) {  // one group of 8, in natural order
         for (int r = 0; r < RR; ++r) {
-            const __m256 wv = load_bf16x8(w[r] + K16);
+            const __m256 wv = bf16x8_to_f32(w[r] + K16);
             for (int c = 0; c < CC; ++c)
                 acc[r][c] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[c] + K16), acc[r][c]);
         }
@@ -222,14 +194,13 @@ int ts_bf16_linear(const uint16_t* x, const uint16_t* w, const uint16_t* bias, u
     float* xf = static_cast<float*>(std::aligned_alloc(64, (xbytes + 63) / 64 * 64 + 64));
     if (!xf) return 2;
     const int64_t K16 = K & ~int64_t(15);
-    const __m256i odd_mask = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
     for (int64_t m = 0; m < M; ++m) {
         const uint16_t* xs = x + m * K;
         float* xd = xf + m * K;
         for (int64_t k = 0; k < K16; k += 16) {  // the same split as the weights' in block()
-            const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + k));
-            _mm256_storeu_ps(xd + k, _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16)));
-            _mm256_storeu_ps(xd + k + 8, _mm256_castsi256_ps(_mm256_and_si256(raw, odd_mask)));
+            const __m256i raw = load_bf16x16(xs + k);
+            _mm256_storeu_ps(xd + k, bf16x16_evens(raw));
+            _mm256_storeu_ps(xd + k + 8, bf16x16_odds(raw));
         }
         for (int64_t k = K16; k < K; ++k) xd[k] = bf16_to_f32(xs[k]);
     }

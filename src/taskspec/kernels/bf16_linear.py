@@ -12,12 +12,10 @@ tiling or the thread count, so a row's output is *bitwise* the same alone or ins
 speculative decoding token-for-token equal to plain decoding). Against an fp32 matmul rounded to bf16 it differs
 only through the order of the fp32 additions: equal on ~99.9% of elements, otherwise by one bf16 ulp.
 
-The C++ source is compiled with the system C++ compiler (``$CXX``, else ``c++``/``g++``) into
-``$TASKSPEC_CACHE/kernels`` (else ``~/.cache/taskspec/kernels``) the first time it is needed, then loaded with
-ctypes (about 2 s cold, milliseconds warm). It has a plain C ABI, so no Python or libtorch headers are needed;
-calls show up in torch.profiler as ``taskspec::bf16_linear``.
-The build and load machinery (``build_library``, ``load_kernel_library``) is shared with the other kernels
-(attention.py).
+The C++ source is compiled the first time it is needed and loaded with ctypes by build.py (shared with
+attention.py: the system C++ compiler, a cache under ``$TASKSPEC_CACHE/kernels``, a build record that a cached
+library must match before it is loaded); about 2 s cold, milliseconds warm. It has a plain C ABI, so no Python or
+libtorch headers are needed; calls show up in torch.profiler as ``taskspec::bf16_linear``.
 ``TASKSPEC_NO_KERNEL=1`` disables it. Nothing here raises at import: ``kernel_available()`` says whether it can be
 used and ``kernel_unavailable_reason()`` why not.
 
@@ -28,19 +26,13 @@ back to ``F.linear`` when autograd is recording.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import threading
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import build
 
 __all__ = [
     "Bf16Linear", "bf16_linear", "kernel_available", "kernel_unavailable_reason", "kernel_library_path",
@@ -48,121 +40,11 @@ __all__ = [
 ]
 
 SOURCE = Path(__file__).with_name("bf16_linear.cpp")
-CXXFLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-ffp-contract=off", "-fPIC", "-std=c++17")
-LDFLAGS = ("-shared", "-fopenmp")
-REQUIRED_CPU_FLAGS = ("avx2", "fma", "f16c")
 ABI_VERSION = 1
-DISABLE_ENV = "TASKSPEC_NO_KERNEL"
-BUILD_TIMEOUT_S = 300
-
 PROFILER_NAME = "taskspec::bf16_linear"
-
-_profiler_enabled = getattr(torch._C._autograd, "_profiler_enabled", lambda: False)
 
 
 # ---------------------------------------------------------------------------------------------- build and load
-
-def cache_dir() -> Path:
-    """Where built kernels live: $TASKSPEC_CACHE/kernels, else ~/.cache/taskspec/kernels."""
-    return Path(os.environ.get("TASKSPEC_CACHE", Path.home() / ".cache" / "taskspec")) / "kernels"
-
-
-def _cpu_problem() -> str | None:
-    if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
-        return f"needs an x86-64 Linux CPU (this is {platform.system()} {platform.machine()})"
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError as exc:
-        return f"cannot read /proc/cpuinfo: {exc}"
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.partition(":")[2].split())
-            break
-    missing = [f for f in REQUIRED_CPU_FLAGS if f not in flags]
-    return f"CPU lacks {', '.join(missing)}" if missing else None
-
-
-def _compiler() -> str | None:
-    for candidate in (os.environ.get("CXX"), "c++", "g++"):
-        if candidate and shutil.which(candidate):
-            return shutil.which(candidate)
-    return None
-
-
-def build_library(source: Path, name: str, abi_version: int, compiler: str) -> Path:
-    """Compile one of taskspec's C++ kernels (``source``) into ``cache_dir()/<name>-<hash>.so`` unless it is there.
-
-    Keyed by (source, flags, compiler, ABI version); safe when several processes build at once (file lock, atomic
-    rename). Raises RuntimeError when the compiler fails or does not run.
-    """
-    source_bytes = Path(source).read_bytes()
-    key = hashlib.sha256(b"\0".join([source_bytes, " ".join(CXXFLAGS + LDFLAGS).encode(), compiler.encode(),
-                                     str(abi_version).encode()])).hexdigest()[:16]
-    directory = cache_dir()
-    library = directory / f"{name}-{key}.so"
-    if library.exists():
-        return library
-    directory.mkdir(parents=True, exist_ok=True)
-    import fcntl  # Linux only, like the rest of this module's build path
-
-    with open(directory / f"{name}-{key}.lock", "w") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)  # another process may be building the same file
-        if library.exists():
-            return library
-        tmp = directory / f".{name}-{key}.{os.getpid()}.tmp.so"
-        cmd = [compiler, *CXXFLAGS, str(source), "-o", str(tmp), *LDFLAGS]
-        try:
-            result = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            tmp.unlink(missing_ok=True)
-            raise RuntimeError(f"compiler did not run: {exc}") from exc
-        if result.returncode != 0:
-            tmp.unlink(missing_ok=True)
-            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-20:])
-            raise RuntimeError(f"compilation failed ({' '.join(cmd)}):\n{tail}")
-        os.replace(tmp, library)  # atomic: readers never see a partial file
-    return library
-
-
-def _build(compiler: str) -> Path:
-    """Compile bf16_linear.cpp once per (source, flags, compiler)."""
-    return build_library(SOURCE, "bf16_linear", ABI_VERSION, compiler)
-
-
-def load_kernel_library(source: Path, name: str, abi_version: int, setup, *, what: str,
-                        disable_envs: tuple[str, ...] = (DISABLE_ENV,)) -> dict:
-    """Build (on first use) and load a C++ kernel with a plain C ABI; never raises.
-
-    Checks, in order: the ``disable_envs`` switches, the CPU (x86-64 Linux with AVX2/FMA/F16C), a C++ compiler;
-    then builds ``source`` with ``build_library``, loads it with ctypes, checks that ``ts_<name>_abi_version()``
-    returns ``abi_version`` and calls ``setup(lib)`` (which declares argtypes and returns the entry point).
-    Returns ``{"fn": setup's result or None, "reason": None or why not, "path": the .so or None}``; a failed
-    build or load also emits a RuntimeWarning (``what`` names the kernel in the messages).
-    """
-    for env in disable_envs:
-        if os.environ.get(env, "").strip() not in ("", "0"):
-            return {"fn": None, "reason": f"disabled by {env}={os.environ[env]}", "path": None}
-    problem = _cpu_problem()
-    if problem:
-        return {"fn": None, "reason": problem, "path": None}
-    compiler = _compiler()
-    if compiler is None:
-        return {"fn": None, "reason": "no C++ compiler found ($CXX, c++, g++)", "path": None}
-    try:
-        path = build_library(source, name, abi_version, compiler)
-        # torch is imported, so the library's libgomp.so.1 resolves to the OpenMP runtime torch already loaded.
-        lib = ctypes.CDLL(str(path))
-        got = getattr(lib, f"ts_{name}_abi_version")()
-        if got != abi_version:
-            raise RuntimeError(f"{path} has ABI version {got}, want {abi_version}")
-        fn = setup(lib)
-    except Exception as exc:  # never raise from here: callers fall back to torch
-        reason = f"{what} unavailable: {exc}"
-        warnings.warn(reason, RuntimeWarning, stacklevel=4)
-        return {"fn": None, "reason": reason, "path": None}
-    return {"fn": fn, "reason": None, "path": path}
-
 
 def _setup_linear(lib):
     fn = lib.ts_bf16_linear
@@ -171,34 +53,8 @@ def _setup_linear(lib):
     return fn
 
 
-class LazyKernel:
-    """A kernel library built and loaded once, on first use, thread-safely; never raises.
-
-    state(): {"fn": ctypes function or None, "reason": why not (str) or None, "path": the library or None}.
-    """
-
-    def __init__(self, load: Callable[[], dict]):
-        self._load = load
-        self._lock = threading.Lock()
-        self._state: dict | None = None
-
-    def state(self) -> dict:
-        state = self._state
-        if state is None:
-            with self._lock:
-                if self._state is None:
-                    self._state = self._load()
-                state = self._state
-        return state
-
-    def reset(self) -> None:
-        """Forget the loaded state, so the next call probes again (tests: environment changes)."""
-        with self._lock:
-            self._state = None
-
-
-_kernel = LazyKernel(lambda: load_kernel_library(SOURCE, "bf16_linear", ABI_VERSION, _setup_linear,
-                                                 what="bf16 linear kernel"))
+_kernel = build.LazyKernel(lambda: build.load_kernel_library(SOURCE, "bf16_linear", ABI_VERSION, _setup_linear,
+                                                             what="bf16 linear kernel"))
 _get_state, _reset = _kernel.state, _kernel.reset
 
 
@@ -244,7 +100,7 @@ def _launch(fn, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     if m and n:
         args = (x.data_ptr(), weight.data_ptr(), None if bias is None else bias.data_ptr(), out.data_ptr(),
                 m, n, k, threads)
-        if _profiler_enabled():  # name the call in torch.profiler tables (a ctypes call is no torch operator)
+        if build.profiler_enabled():  # name the call in torch.profiler tables (a ctypes call is no torch operator)
             with torch.profiler.record_function(PROFILER_NAME):
                 rc = fn(*args)
         else:
