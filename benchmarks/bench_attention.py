@@ -91,7 +91,7 @@ def _set_attention(target, name: str) -> None:
 
 def bench_embedded(args) -> None:
     from taskspec.demo_prompts import DEMO_PROMPTS
-    from taskspec.engine.cache import crop, new_cache
+    from taskspec.models.cache import crop, new_cache
     from taskspec.models.target import load_target
 
     target = load_target("embedded", "bf16")

@@ -7,7 +7,7 @@ Asserts both decode the same tokens; prints draft and target ms per step for eac
 """
 import torch, sys
 from taskspec.models.target import load_target
-from taskspec.drafters.checkpoint import load_drafter
+from taskspec.drafters.loading import load_drafter
 from taskspec.drafters.eagle import EagleDrafter
 from taskspec.drafters.shipped import shipped_drafters
 from taskspec.engine.decode import GenerationConfig, generate

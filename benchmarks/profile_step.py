@@ -16,7 +16,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from taskspec.data import load_prompts
-from taskspec.drafters import build_drafter
+from taskspec.drafters.kinds import build_drafter
 from taskspec.engine.decode import GenerationConfig, generate
 from taskspec.models.target import load_target
 

@@ -55,7 +55,7 @@ def copy_set(source: Path, dest: Path) -> None:
 
 
 def verify(dest: Path) -> None:
-    from taskspec.drafters.drafter_set import load_drafter_set
+    from taskspec.tasks.drafter_sets import load_drafter_set
     from taskspec.models.target import load_target
 
     target = load_target("embedded", "bf16")

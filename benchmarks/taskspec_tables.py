@@ -96,7 +96,7 @@ def split_halves(labels: list[int], seed: int) -> tuple[list[int], list[int]]:
 @torch.inference_mode()
 def prefill_hidden(target, text: str) -> torch.Tensor:
     """The final hidden states [n, H] of the prompt, as the engine's prefill computes them."""
-    from taskspec.engine.cache import new_cache
+    from taskspec.models.cache import new_cache
     from taskspec.engine.decode import encode_prompt
 
     ids = encode_prompt(target, text)

@@ -6,8 +6,10 @@ import pytest
 
 from conftest import tiny_llama, tiny_llama_with_tokenizer, tiny_tokenizer
 from taskspec.cli import main
-from taskspec.drafters import ModelDrafter, NoDrafter, build_drafter
+from taskspec.drafters.kinds import build_drafter
+from taskspec.drafters.model import ModelDrafter
 from taskspec.engine.decode import GenerationConfig, generate
+from taskspec.engine.drafter import NoDrafter
 from taskspec.engine.sampling import SamplingParams
 from taskspec.errors import DrafterError, GenerationInputError, TargetError
 from taskspec.models.target import load_target
@@ -118,3 +120,40 @@ def test_cli_drafter_set_options_are_checked(capsys, tmp_path):
     assert main(["build", "--taskmap", "t.json", "--features", "f", "--out", str(tmp_path / "s"),
                  "--drafter-options", "depth=x"]) == 2
     assert "--drafter-options" in capsys.readouterr().err
+
+
+def test_cli_damaged_training_files_exit_with_code_2(capsys, tmp_path):
+    """A damaged train_state.pt, feature manifest or shard: a message naming the file, exit code 2, no traceback."""
+    import json
+
+    from taskspec.train.features import Example, build_feature_cache
+
+    model_dir = tmp_path / "tiny"
+    tiny_llama_with_tokenizer().model.save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    target = load_target(str(model_dir), dtype="fp32")
+    features = tmp_path / "features"
+    examples = [Example(f"ex{i}", [1, 5 + i], [9, 11 + i, 3, 4]) for i in range(4)]
+    build_feature_cache(target, examples, features, top_k=4, examples_per_shard=2, progress=False)
+    common = ["--target", str(model_dir), "--dtype", "fp32", "--quiet"]
+
+    def train_into(out):
+        return main(["train", *common, "--features", str(features), "--out", str(tmp_path / out), "--steps", "1",
+                     "--seqs-per-step", "1", "--draft-vocab-size", "20", "--kind", "eagle2"])
+
+    assert train_into("ckpt") == 0
+    (tmp_path / "ckpt" / "train_state.pt").write_bytes(b"\x80\x02not a state")
+    assert train_into("ckpt") == 2
+    assert "train_state.pt: cannot resume from it" in capsys.readouterr().err
+
+    shard = features / "shard-00001.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-64])
+    assert train_into("other") == 2
+    assert "shard-00001.safetensors: damaged shard" in capsys.readouterr().err
+
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"prompt": "one plus one", "response": "two"}) + "\n")
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "manifest.json").write_text("[1, 2]")
+    assert main(["features", *common, "--data", str(data), "--out", str(tmp_path / "cache")]) == 2
+    assert "manifest.json: not a feature-cache manifest" in capsys.readouterr().err

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from conftest import MATH_PROMPTS, PROSE_PROMPTS, reference_greedy, tiny_task_workspace
-from taskspec.drafters.drafter_set import MANIFEST, load_drafter_set
+from taskspec.drafters.drafter_set import MANIFEST
 from taskspec.engine.decode import GenerationConfig, encode_prompt, generate
+from taskspec.tasks.drafter_sets import load_drafter_set
 from taskspec.train.build import BuildConfig, BuildError, build_drafter_set, prompt_text
 from taskspec.train.data import load_feature_dirs
 

@@ -11,15 +11,17 @@ import pytest
 import torch
 
 from conftest import PROMPT, reference_greedy, tiny_llama
-from taskspec.drafters.checkpoint import save_drafter, target_fingerprint
+from taskspec.drafters.checkpoint import save_drafter
 from taskspec.drafters.compose import (MergedTreeDrafter, PromptRoutedDrafter, ScoreRoutedDrafter, averaged_drafter,
                                        merge_trees)
-from taskspec.drafters.drafter_set import MANIFEST, load_drafter_set
+from taskspec.drafters.drafter_set import MANIFEST
 from taskspec.drafters.eagle import random_drafter
-from taskspec.engine.cache import new_cache
 from taskspec.engine.decode import GenerationConfig, generate
 from taskspec.engine.tree import DraftTree
 from taskspec.errors import DrafterError
+from taskspec.models.cache import new_cache
+from taskspec.models.fingerprint import target_fingerprint
+from taskspec.tasks.drafter_sets import load_drafter_set
 
 NEW = 24
 
@@ -80,7 +82,7 @@ def test_score_routing_is_exact_and_picks_by_the_score(score, per_step):
     if per_step:  # one choice per verification step
         assert sum(counts.values()) >= NEW // 4
     else:  # the choice is the member with the better first-step score on the prompt
-        from taskspec.drafters.base import DraftContext
+        from taskspec.engine.drafter import DraftContext
         from taskspec.engine.decode import encode_prompt
         from taskspec.engine.sampling import SamplingParams
 
@@ -102,7 +104,7 @@ def test_score_routing_is_exact_and_picks_by_the_score(score, per_step):
 def test_draft_scores_are_probabilities_and_entropies():
     import math
 
-    from taskspec.drafters.base import DraftContext
+    from taskspec.engine.drafter import DraftContext
     from taskspec.engine.sampling import SamplingParams
 
     target = tiny_llama()
@@ -215,6 +217,28 @@ def test_drafter_set_refuses_another_target_and_bad_strategies(tmp_path):
     (folder / MANIFEST).write_text("{not json")
     with pytest.raises(DrafterError, match="unreadable manifest"):
         load_drafter_set(folder, target)
+
+
+def test_a_set_routes_with_the_router_loader_its_caller_hands_in(tmp_path):
+    """drafters/ does not import tasks/: the router comes from the caller (tasks/drafter_sets.py in the library)."""
+    from taskspec.drafters.drafter_set import DrafterSet
+
+    class RouteToB:  # a router that reads the target's prefill states
+        def predict_from_hidden(self, hidden):  # hidden: [len(prompt), hidden]
+            return 1, 1.0
+
+    target = tiny_llama()
+    folder = make_set(tmp_path, target)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    (folder / MANIFEST).write_text(json.dumps({**manifest, "routers": {"fixed": "routers/fixed.json"}}))
+    with pytest.raises(DrafterError, match="without a router loader"):
+        DrafterSet.load(folder, target).compose("routed:fixed")
+    asked = []
+    drafter_set = DrafterSet.load(folder, target, load_router=lambda path, t: asked.append((path, t)) or RouteToB())
+    drafter = drafter_set.compose("routed:fixed")
+    assert asked == [(folder / "routers" / "fixed.json", target)]
+    assert greedy(target, drafter).token_ids == reference_greedy(target, PROMPT, NEW)
+    assert dict(drafter.choices) == {"b": 1}
 
 
 def test_bench_runs_strategies_side_by_side_and_reports_the_routing_split(tmp_path):

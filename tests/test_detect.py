@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import regex
 
 from taskspec.tasks import TaskDetectionError, TaskDetector, clustering_metrics
 from taskspec.tasks.detect import CRITERIA
@@ -170,7 +171,7 @@ def test_cli_detect_writes_a_task_map_and_scores_known_labels(tmp_path, capsys):
                  "--quiet"]) == 0
     saved = json.loads(out.read_text())
     assert saved["k"] == 2 and saved["evaluation"]["accuracy"] == 1.0
-    assert "against 'kind': accuracy 1.000" in capsys.readouterr().out
+    assert "against the data field 'kind': accuracy 1.000" in capsys.readouterr().out
     assert main(["detect", "--prompts", str(data), "--out", str(out), "--label-field", "nope", "--quiet"]) == 2
     assert main(["detect", "--prompts", str(data), "--out", str(out), "--k-range", "2-4", "--quiet"]) == 2
     assert main(["detect", "--prompts", str(data), "--out", str(out), "--k-range", "2,4", "--criterion",
@@ -233,3 +234,106 @@ def test_cli_detect_with_the_target_encoder(tmp_path):
     from taskspec.tasks.detect import taskmap_encoder
 
     assert taskmap_encoder(out) == "target" and taskmap_encoder(tmp_path / "missing.json") is None
+
+
+def test_cli_detect_label_field_source_prefers_the_datas_own_source_field(tmp_path, capsys):
+    """A user's file with its own "source" field is scored against that field, not against the file's name (which
+    gave every prompt the same label: accuracy 0.5 here, NMI 0), and the output says which labels were used."""
+    import json
+
+    from taskspec.cli import main
+
+    rows = [{"prompt": f"What is {a} times {a + 3}? Answer with a number.", "source": "math"} for a in range(6)] + [
+        {"prompt": f"Translate into French: {s}", "source": "translation"}
+        for s in ["Good morning.", "The house is red.", "I read a book.", "Where is the bus?", "It rains.", "Thanks!"]]
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "taskmap.json"
+    assert main(["detect", "--prompts", str(data), "--out", str(out), "--label-field", "source", "--k", "2",
+                 "--quiet"]) == 0
+    evaluation = json.loads(out.read_text())["evaluation"]
+    assert evaluation["accuracy"] == 1.0 and evaluation["nmi"] == 1.0
+    assert evaluation["labels_from"] == "the data field 'source'"
+    assert "against the data field 'source': accuracy 1.000" in capsys.readouterr().out
+
+
+def test_known_labels_fall_back_to_dataset_names_and_refuse_a_half_present_source_field():
+    from taskspec.data import Prompt
+    from taskspec.tasks.detect import known_labels
+
+    plain = [Prompt("a/0", "x", "gsm8k"), Prompt("b/0", "y", "mine", {"kind": "chat"})]
+    assert known_labels(plain, "source") == (["gsm8k", "mine"], "the dataset (or file name) of each prompt")
+    own = [Prompt("b/0", "y", "mine", {"source": "web"}), Prompt("b/1", "z", "mine", {"source": 3})]
+    assert known_labels(own, "source") == (["web", "3"], "the data field 'source'")
+    with pytest.raises(TaskDetectionError, match=r"1 prompts have a data field 'source' and 1 \(e.g. \['a/0'\]\)"):
+        known_labels(plain[:1] + own[:1], "source")
+    with pytest.raises(TaskDetectionError, match=r"--label-field 'kind': prompts \['a/0'\] have no such field"):
+        known_labels(plain, "kind")
+
+
+# Chinese prompts (wmt22 zh-en sources): four about smart devices, all with 智能 ("smart")
+CHINESE = ["生物医学工程学院博士生张迪鸣团队现场展示了一个智能手机端的生物传感器，大小只有智能手机的一半。",
+           "张迪鸣介绍说，这套传感器与智能手机相连，呼出气体后，健康报告就会显示在手机上。",
+           "除了智能手机，手术室里也用起了智能手术灯。",
+           "这种智能手术灯有四个灯盘，通过调节光谱，来增强不同组织在光照下的区别度。"]
+ENGLISH_MATH = ["solve the equation for x", "solve this equation quickly", "what is the sum of the equation",
+                "solve for y in the equation"]
+
+
+class GreedyWordTokenizer:
+    """A stand-in for a target's tokenizer: longest match against a few Chinese words, else one character."""
+
+    words = ("智能", "手机", "手术灯", "传感器", "生物")
+
+    def __init__(self):
+        self.vocab: list[str] = []
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
+        ids, i = [], 0
+        while i < len(text):
+            piece = next((w for w in self.words if text.startswith(w, i)), text[i])
+            self.vocab.append(piece)
+            ids.append(len(self.vocab) - 1)
+            i += len(piece)
+        return {"input_ids": ids}
+
+    def batch_decode(self, rows: list[list[int]]) -> list[str]:
+        return ["".join(self.vocab[i] for i in row) for row in rows]
+
+
+def describe_two(texts: list[str], tokenizer=None):
+    from taskspec.tasks.detect import describe_tasks
+
+    labels = np.repeat([0, 1], [len(CHINESE), len(ENGLISH_MATH)])
+    centers = np.eye(2, dtype=np.float32)
+    return describe_tasks(texts, labels, centers[labels], centers, tokenizer=tokenizer)
+
+
+def test_keywords_of_chinese_prompts_are_chinese_words_from_them():
+    chinese, english = describe_two(CHINESE + ENGLISH_MATH)
+    assert chinese.keywords[0] == "智能" and len(chinese.keywords) == 8  # in every prompt of the task
+    assert all(regex.fullmatch(r"\p{Han}{2}", w) and any(w in t for t in CHINESE) for w in chinese.keywords)
+    assert english.keywords[:2] == ["equation", "solve"]
+    # with a tokenizer (the target's, in the detector): its whole words, three characters too, no bigram fragments
+    chinese, _ = describe_two(CHINESE + ENGLISH_MATH, GreedyWordTokenizer())
+    assert chinese.keywords[0] == "智能" and {"手术灯", "传感器"} <= set(chinese.keywords)
+    assert set(chinese.keywords) <= set(GreedyWordTokenizer.words)  # single characters are never keywords
+
+
+def test_the_detector_describes_tasks_with_the_targets_tokenizer(monkeypatch):
+    from types import SimpleNamespace
+
+    from taskspec.tasks import detect
+
+    class ScriptEncoder:  # Chinese vs not: [n, 2] unit rows
+        def __init__(self, name):
+            self.name = name
+
+        def encode(self, texts, progress=False):
+            return np.array([[1.0, 0.0] if regex.search(r"\p{Han}", t) else [0.0, 1.0] for t in texts], np.float32)
+
+    monkeypatch.setattr(detect, "SentenceEncoder", ScriptEncoder)
+    target = SimpleNamespace(tokenizer=GreedyWordTokenizer())
+    detector = TaskDetector(encoder="script", k=2, target=target).fit(CHINESE + ENGLISH_MATH)
+    chinese = next(t for t in detector.descriptions_ if any("智能" in e for e in t.examples))
+    assert "手术灯" in chinese.keywords

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conftest import PROMPT, reference_greedy, tiny_gemma3, tiny_llama
-from taskspec.drafters.base import DraftContext
 from taskspec.drafters.eagle import EagleDrafter, EagleModel, body_config, random_drafter
 from taskspec.drafters.vocab import DraftVocab
 from taskspec.engine.decode import GenerationConfig, generate
+from taskspec.engine.drafter import DraftContext
 from taskspec.engine.sampling import SamplingParams
 from taskspec.errors import DrafterError
 
@@ -87,14 +87,14 @@ def test_mismatched_target_is_rejected():
 
 
 def _prefill_hidden(target, prompt):
-    from taskspec.engine.cache import new_cache
+    from taskspec.models.cache import new_cache
 
     return target.forward(torch.tensor(prompt[:-1]), new_cache(), logit_rows=None, want_hidden=True).hidden
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------------------------
 def test_checkpoint_round_trip_gives_identical_drafts(tmp_path):
-    from taskspec.drafters import build_drafter
+    from taskspec.drafters.kinds import build_drafter
     from taskspec.drafters.checkpoint import save_drafter
 
     target = tiny_gemma3()
@@ -114,7 +114,7 @@ def test_checkpoint_round_trip_gives_identical_drafts(tmp_path):
 
 
 def test_bad_checkpoints_raise_clear_errors(tmp_path):
-    from taskspec.drafters import build_drafter
+    from taskspec.drafters.kinds import build_drafter
     from taskspec.drafters.checkpoint import save_drafter
 
     target = tiny_llama()

@@ -9,8 +9,9 @@ import pytest
 from taskspec.bench.runner import run_bench
 from taskspec.cli import main
 from taskspec.data import Prompt
-from taskspec.drafters import NgramDrafter, NoDrafter
+from taskspec.drafters.ngram import NgramDrafter
 from taskspec.engine.decode import GenerationConfig, generate
+from taskspec.engine.drafter import NoDrafter
 from taskspec.models.target import load_target
 
 pytestmark = pytest.mark.embedded
@@ -99,7 +100,7 @@ def test_features_cli_writes_a_resumable_cache(tmp_path, capsys):
 def test_shipped_drafters_are_lossless_and_accept_drafts(target_bf16, kind):
     """The drafters committed in src/taskspec/drafters/shipped/ load for the embedded target, keep greedy output
     exactly the target's (bf16, batch-invariant kernels) and get drafts accepted on a math prompt."""
-    from taskspec.drafters import build_drafter
+    from taskspec.drafters.kinds import build_drafter
     from taskspec.drafters.shipped import shipped_drafters
 
     if target_bf16.linear_kernel == "torch" or target_bf16.attention_kernel == "sdpa":
@@ -119,7 +120,7 @@ def test_shipped_drafter_set_routes_and_stays_lossless(target_bf16):
     """The drafter set committed in src/taskspec/drafters/shipped/sets/ (configs/embedded.toml) loads for the embedded
     target, routes a math prompt to its math specialist (the LoRA one through the shipped base drafter) and keeps
     greedy output exactly the target's."""
-    from taskspec.drafters.drafter_set import load_drafter_set
+    from taskspec.tasks.drafter_sets import load_drafter_set
     from taskspec.drafters.shipped import shipped_drafter_set
 
     folder = shipped_drafter_set(target_bf16)

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from conftest import PROMPT, reference_greedy, tiny_llama
-from taskspec.drafters import ModelDrafter, NgramDrafter, NoDrafter
+from taskspec.drafters.model import ModelDrafter
+from taskspec.drafters.ngram import NgramDrafter
 from taskspec.engine.decode import GenerationConfig, generate
+from taskspec.engine.drafter import NoDrafter
 from taskspec.engine.tree import DraftTree
 
 NEW = 40

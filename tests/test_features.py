@@ -68,3 +68,38 @@ def test_other_settings_are_refused(tmp_path):
     (tmp_path / "manifest.json").write_text("{broken")
     with pytest.raises(FeatureError, match="unreadable manifest"):
         build_feature_cache(target, EXAMPLES[:2], tmp_path, top_k=4, examples_per_shard=2, progress=False)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "other-tensors"])
+def test_a_damaged_shard_names_the_file(tmp_path, damage):
+    from safetensors.torch import save_file
+
+    from taskspec.train.data import load_feature_dirs
+
+    target = tiny_llama()
+    build_feature_cache(target, EXAMPLES[:4], tmp_path, top_k=4, examples_per_shard=2, progress=False)
+    shard = tmp_path / "shard-00001.safetensors"
+    if damage == "other-tensors":
+        save_file({"input_ids": torch.zeros(3, dtype=torch.int32)}, str(shard))
+    else:
+        blob = shard.read_bytes()
+        shard.write_bytes(blob[: len(blob) - 100] if damage == "truncated" else b"\x00garbage" * 40)
+    message = r"shard-00001\.safetensors: (damaged shard|not a shard of this manifest)"
+    with pytest.raises(FeatureError, match=message):
+        load_feature_dirs([tmp_path])
+    with pytest.raises(FeatureError, match=message):  # resuming the cache checks the shards it keeps
+        build_feature_cache(target, EXAMPLES[:4], tmp_path, top_k=4, examples_per_shard=2, progress=False)
+
+
+@pytest.mark.parametrize("text", ["{broken", "[]", '{"config": {}}', '{"config": {}, "shards": [{"file": 3}]}',
+                                  "\udcff"])
+def test_a_damaged_manifest_names_the_file(tmp_path, text):
+    from taskspec.train.data import load_feature_dirs
+
+    target = tiny_llama()
+    build_feature_cache(target, EXAMPLES[:2], tmp_path, top_k=4, examples_per_shard=2, progress=False)
+    (tmp_path / "manifest.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(FeatureError, match=r"manifest\.json: (unreadable manifest|not a feature-cache manifest)"):
+        load_feature_dirs([tmp_path])
+    with pytest.raises(FeatureError, match=r"manifest\.json: (unreadable manifest|not a feature-cache manifest)"):
+        build_feature_cache(target, EXAMPLES[:2], tmp_path, top_k=4, examples_per_shard=2, progress=False)

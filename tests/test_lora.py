@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from conftest import tiny_gemma3, tiny_llama
-from taskspec.drafters.checkpoint import load_drafter, save_drafter
+from taskspec.drafters.checkpoint import save_drafter
 from taskspec.drafters.eagle import EagleDrafter, random_drafter
+from taskspec.drafters.loading import load_drafter
 from taskspec.drafters.lora import ADAPTER_FILE, DEFAULT_TARGETS, adapter_size_bytes, load_adapter
 from taskspec.errors import DrafterError, TaskspecError
 from taskspec.models.causal_lm import CausalLM

@@ -10,8 +10,8 @@ import pytest
 
 from conftest import tiny_llama_with_tokenizer
 from taskspec.cli import main
-from taskspec.drafters.drafter_set import load_drafter_set
 from taskspec.pipeline import PipelineError, load_config, parse_config, run_pipeline
+from taskspec.tasks.drafter_sets import load_drafter_set
 
 MATH = [f"compute {a} plus {b} and then multiply by {c}" for a, b, c in
         ((3, 4, 2), (12, 7, 5), (5, 9, 3), (21, 2, 8), (8, 8, 4), (14, 6, 7), (2, 30, 9), (17, 1, 6), (4, 44, 2),

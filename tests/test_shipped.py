@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import PROMPT, tiny_gemma3, tiny_llama
-from taskspec.drafters import build_drafter
 from taskspec.drafters.checkpoint import save_drafter
 from taskspec.drafters.eagle import random_drafter
+from taskspec.drafters.kinds import build_drafter
 from taskspec.drafters.shipped import auto_drafter_spec, shipped_drafters
 from taskspec.errors import DrafterError
 
@@ -64,9 +64,9 @@ def test_drafter_uses_the_bf16_kernel_when_its_target_does():
     ("model:some/model", ("model", "some/model", {})),
 ])
 def test_drafter_specs_take_options_after_a_colon_or_a_comma(spec, parsed):
-    from taskspec.drafters import parse_drafter_spec
+    from taskspec.drafters.registry import split_spec
 
-    assert parse_drafter_spec(spec) == parsed
+    assert split_spec(spec) == parsed
 
 
 @pytest.mark.parametrize("make_target", [tiny_llama, tiny_gemma3], ids=["llama", "gemma3"])

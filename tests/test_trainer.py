@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import tiny_llama
-from taskspec.drafters import build_drafter
+from taskspec.drafters.kinds import build_drafter
 from taskspec.engine.decode import GenerationConfig, generate
 from taskspec.errors import TaskspecError
 from taskspec.train import trainer as trainer_module
@@ -86,7 +86,7 @@ def test_other_settings_refuse_to_resume(features, tmp_path):
 
 
 def test_fine_tuning_starts_from_the_given_drafter(features, tmp_path):
-    from taskspec.drafters.checkpoint import load_drafter
+    from taskspec.drafters.loading import load_drafter
 
     target, folder = features
     base = TrainConfig(kind="eagle2", steps=4, seqs_per_step=2, warmup_steps=1, draft_vocab_size=40, save_every=4,
@@ -123,3 +123,83 @@ def test_fine_tuning_starts_from_the_given_drafter(features, tmp_path):
     with pytest.raises(TaskspecError, match="missing"):
         train(target, [folder], tmp_path / "other", TrainConfig(steps=2, draft_vocab_size=40,
                                                                 init_from=str(tmp_path / "nothing")), progress=False)
+
+
+class _Planted:
+    """Unpickling this runs code: it calls open(path, "w"), which creates the file `path`."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_planted_state_file_that_would_run_code_is_refused(features, tmp_path):
+    target, folder = features
+    config = TrainConfig(steps=2, seqs_per_step=1, draft_vocab_size=40, save_every=1)
+    train(target, [folder], tmp_path / "ckpt", config, progress=False)
+    state_path = tmp_path / "ckpt" / "train_state.pt"
+    state = torch.load(state_path, weights_only=True)  # a run's state is tensors and plain data only
+    ran = tmp_path / "code-ran"
+    torch.save({**state, "step": 1, "payload": _Planted(ran)}, state_path)
+    with pytest.raises(TaskspecError, match=r"train_state\.pt: cannot resume from it .*GLOBAL \w+\.open"):
+        train(target, [folder], tmp_path / "ckpt", config, progress=False)
+    assert not ran.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "other-dict"])
+def test_a_damaged_state_file_names_the_file(features, tmp_path, damage):
+    target, folder = features
+    config = TrainConfig(steps=2, seqs_per_step=1, draft_vocab_size=40, save_every=1)
+    train(target, [folder], tmp_path / "ckpt", config, progress=False)
+    state_path = tmp_path / "ckpt" / "train_state.pt"
+    blob = state_path.read_bytes()
+    if damage == "other-dict":
+        torch.save({"step": 1}, state_path)
+    else:
+        state_path.write_bytes({"truncated": blob[: len(blob) // 2], "garbage": b"\x80\x02garbage" * 9,
+                                "empty": b""}[damage])
+    with pytest.raises(TaskspecError, match=r"train_state\.pt: cannot resume from it .*expected a training state"):
+        train(target, [folder], tmp_path / "ckpt", config, progress=False)
+
+
+def test_a_kill_between_the_renames_of_a_save_resumes_from_the_saved_step(features, tmp_path, monkeypatch):
+    """write_folder_atomic renames ckpt → ckpt.old, then its temporary folder → ckpt: a kill in between leaves no
+    ckpt. Loading reads ckpt.old meanwhile; resuming puts it back, continues from its step and cleans leftovers."""
+    from taskspec.drafters.loading import load_drafter
+
+    target, folder = features
+    config = TrainConfig(kind="eagle2", steps=6, seqs_per_step=2, warmup_steps=1, draft_vocab_size=40, save_every=3,
+                         eval_every=3)
+    train(target, [folder], tmp_path / "whole", config, progress=False)
+
+    real, calls = trainer_module.DraftLoss.__call__, [0]
+
+    def dying(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 9:  # inside step 5: the checkpoint of step 3 is on disk
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.DraftLoss, "__call__", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(target, [folder], tmp_path / "ckpt", config, progress=False)
+    # the state a kill between the two renames of the next save leaves: ckpt.old and an unfinished temporary folder
+    (tmp_path / "ckpt").rename(tmp_path / "ckpt.old")
+    (tmp_path / "ckpt.tmp-k1ll3d").mkdir()
+    (tmp_path / "ckpt.tmp-k1ll3d" / "model.safetensors").write_bytes(b"half")
+    assert len(load_drafter(tmp_path / "ckpt", target).vocab) == 40  # readable meanwhile, nothing moved
+    assert (tmp_path / "ckpt.old").is_dir() and not (tmp_path / "ckpt").exists()
+
+    trained_steps = [0]
+
+    def counting(self, *args, **kwargs):
+        trained_steps[0] += torch.is_grad_enabled()  # evaluation runs without gradients
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.DraftLoss, "__call__", counting)
+    train(target, [folder], tmp_path / "ckpt", config, progress=False)
+    assert trained_steps[0] == (6 - 3) * 2  # resumed from step 3, not from 0
+    assert (tmp_path / "ckpt" / "train_log.jsonl").read_text() == (tmp_path / "whole" / "train_log.jsonl").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "whole"]  # no ckpt.old, no temporary folder

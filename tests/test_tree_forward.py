@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from conftest import PROMPT
-from taskspec.engine.cache import cache_length, keep_rows, new_cache
 from taskspec.engine.tree import DraftTree
+from taskspec.models.cache import cache_length, keep_rows, new_cache
 
 TREE = DraftTree.from_paths([[5, 6, 7], [5, 9], [11, 12, 13, 14], [11, 15]])
 

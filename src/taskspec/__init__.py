@@ -21,9 +21,9 @@ import importlib
 
 _EXPORTS = {
     "load_target": "taskspec.models.target",
-    "build_drafter": "taskspec.drafters",
-    "load_drafter": "taskspec.drafters.checkpoint",
-    "load_drafter_set": "taskspec.drafters.drafter_set",
+    "build_drafter": "taskspec.drafters.kinds",
+    "load_drafter": "taskspec.drafters.loading",
+    "load_drafter_set": "taskspec.tasks.drafter_sets",
     "generate": "taskspec.engine.decode",
     "GenerationConfig": "taskspec.engine.decode",
     "GenerationResult": "taskspec.engine.decode",

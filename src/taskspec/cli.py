@@ -8,6 +8,8 @@ import sys
 
 from .cli_commands import (cmd_bench, cmd_build, cmd_collect, cmd_demo, cmd_detect, cmd_features, cmd_generate,
                            cmd_pipeline, cmd_report, cmd_train)
+from .drafters.kinds import DRAFTER_KINDS
+from .drafters.strategies import MODIFIERS_HELP, STRATEGIES
 from .errors import TaskspecError
 
 DEFAULT_TARGET = "embedded"
@@ -22,8 +24,10 @@ def _add_target(p: argparse.ArgumentParser) -> None:
                    help="use PyTorch's bf16 linear instead of taskspec's batch-invariant AVX2 kernel")
 
 
-COMPOSE_HELP = ("single[:MEMBER] | averaged | routed[:embedding|target-feature|sequence] | confidence[:step] | "
-                "entropy[:step] | merged | merged-double; append @lora for the LoRA specialists")
+DRAFTER_HELP = "drafter spec (default auto; every kind is described below): " + DRAFTER_KINDS.usage()
+COMPOSE_HELP = f"{STRATEGIES.usage()}; {MODIFIERS_HELP}"
+SPECS_EPILOG = (f"drafters (--drafter, and engine methods of bench):\n{DRAFTER_KINDS.describe()}\n\n"
+                f"composition strategies (--compose, with --drafter-set):\n{STRATEGIES.describe()}\n  {MODIFIERS_HELP}")
 
 
 def _add_drafter_set(p: argparse.ArgumentParser, compose_help: str) -> None:
@@ -41,12 +45,10 @@ def _add_sampling(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
 
 # ---- one function per verb: its subparser, options in --help order, and its handler ----------------------
 def _add_generate(sub: "argparse._SubParsersAction") -> None:
-    g = sub.add_parser("generate", help="decode one prompt")
+    g = sub.add_parser("generate", help="decode one prompt", epilog=SPECS_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_target(g)
-    g.add_argument("--drafter", default=DEFAULT_DRAFTER,
-                   help="auto (default: the drafter shipped for the target, else ngram) | none | ngram[:depth=N,...] | "
-                        "ngram-tree | model:PATH[,depth=N,top_k=K] | eagle2[:PATH] | hass[:PATH][,depth=N,top_k=K,"
-                        "num_nodes=M]")
+    g.add_argument("--drafter", default=DEFAULT_DRAFTER, help=DRAFTER_HELP)
     g.add_argument("--prompt", required=True)
     _add_drafter_set(g, "strategy (default routed): " + COMPOSE_HELP)
     _add_sampling(g, 128)
@@ -56,14 +58,15 @@ def _add_generate(sub: "argparse._SubParsersAction") -> None:
 
 
 def _add_bench(sub: "argparse._SubParsersAction") -> None:
-    b = sub.add_parser("bench", help="compare methods on a dataset, interleaved per prompt, in one process")
+    b = sub.add_parser("bench", help="compare methods on a dataset, interleaved per prompt, in one process",
+                       epilog=SPECS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_target(b)
     b.add_argument("--dataset", required=True, help="dataset name(s), comma-separated, or a .jsonl path")
     b.add_argument("--data-dir", help="data folder (default: $TASKSPEC_DATA, else ../shared/data)")
     b.add_argument("--limit", type=int, default=20, help="prompts per dataset (default 20)")
     b.add_argument("--methods", nargs="+", default=["none,ngram,auto,hf-generate,hf-prompt-lookup"],
-                   help="comma/space separated: none, auto, ngram[:opts], ngram-tree, model:PATH, eagle2[:PATH], "
-                        "hass[:PATH], hf-generate, hf-prompt-lookup[:N]")
+                   help="comma/space separated: drafters as --drafter takes them (below), hf-generate, "
+                        "hf-prompt-lookup[:N]")
     _add_drafter_set(b, "strategies, comma-separated, run side by side with --methods: " + COMPOSE_HELP)
     _add_sampling(b, 128)
     b.add_argument("--out", help="write the full result (JSON) here")
@@ -128,7 +131,10 @@ def _add_detect(sub: "argparse._SubParsersAction") -> None:
                          "(what the target-feature router reads; loads --target)")
     _add_target(dt)
     dt.add_argument("--stop-words", action="store_true", help="drop English stop words before embedding (TaskSpec)")
-    dt.add_argument("--label-field", help="known labels to score against: 'source' (the dataset) or a data field")
+    dt.add_argument("--label-field",
+                    help="known labels to score against: a data field of the prompts, or 'source': the data's own "
+                         "'source' field when every prompt has one, else the dataset (file) name of each prompt "
+                         "(refused when only some prompts have the field); the output says which was used")
     dt.add_argument("--seed", type=int, default=0)
     dt.add_argument("--quiet", action="store_true")
     dt.set_defaults(func=cmd_detect)

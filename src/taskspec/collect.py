@@ -82,7 +82,7 @@ def collect(target: CausalLM, prompts: list[Prompt], out: str | os.PathLike, *, 
 
     A prompt the target cannot take (empty, longer than its context) is skipped with a warning and has no record.
     """
-    from .drafters import build_drafter
+    from .drafters.kinds import build_drafter
 
     if not prompts:
         raise CollectError("no prompts to collect outputs for; expected at least one")

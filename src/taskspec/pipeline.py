@@ -169,9 +169,9 @@ def evaluate(target, prompts, drafter_set_dir: Path, section: EvaluateSection, o
     from .bench.methods import split_method_list
     from .bench.report import markdown_tables
     from .bench.runner import run_bench
-    from .drafters.drafter_set import load_drafter_set
     from .engine.decode import GenerationConfig
     from .engine.sampling import SamplingParams
+    from .tasks.drafter_sets import load_drafter_set
 
     drafter_set = load_drafter_set(drafter_set_dir, target)
     methods = split_method_list(list(section.methods))

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..drafters import build_drafter
+from ..drafters.kinds import build_drafter
+from ..drafters.strategies import is_strategy
 from ..engine.decode import GenerationConfig, generate
 from ..engine.stats import SpecStats
 from ..errors import TaskspecError
@@ -102,12 +103,6 @@ def build_method(spec: str, target: CausalLM, drafter_set=None):
             raise TaskspecError(f"method {spec!r}: expected hf-prompt-lookup[:N] with N an integer") from None
         return HFGenerateMethod(spec, target, prompt_lookup_tokens=tokens)
     return EngineMethod(spec, target)
-
-
-def is_strategy(spec: str) -> bool:
-    from ..drafters.drafter_set import STRATEGIES
-
-    return spec.removeprefix("ngram+").partition("@")[0].partition(":")[0] in STRATEGIES
 
 
 def split_method_list(items: list[str]) -> list[str]:

@@ -5,11 +5,12 @@ size and the fingerprint of the target it was trained for; model.safetensors hol
 draft→target id map (`d2t`). The target's embedding and head are not stored: they are read from the target.
 Loading against another target, or from a missing or corrupt file, raises a DrafterError naming what is wrong.
 A folder whose config.json has the format "taskspec-lora-adapter" is a LoRA adapter on such a checkpoint (lora.py);
-load_drafter merges it into its base transparently.
+loading.load_drafter reads either format (merging an adapter into its base).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ import torch
 from ..errors import DrafterError
 from ..io_utils import give_default_modes
 from ..models.causal_lm import CausalLM
+from ..models.fingerprint import fingerprint_mismatch, target_fingerprint
 from .eagle import KINDS, EagleDrafter, EagleModel
 from .vocab import DraftVocab
 
@@ -29,7 +31,6 @@ FORMAT = "taskspec-feature-drafter"
 LORA_FORMAT = "taskspec-lora-adapter"  # lora.py; here so that loading can tell the formats apart without peft
 VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
-_MATCHED_FINGERPRINT_KEYS = ("architecture", "vocab_size", "hidden_size", "num_layers", "sha256")
 
 
 def save_drafter(drafter: EagleDrafter, folder: str | Path, extra: dict | None = None,
@@ -68,19 +69,22 @@ def write_weights_folder(folder: str | Path, weights_file: str, tensors: dict, c
 
 def write_folder_atomic(folder: str | Path, write: Callable[[Path], None]) -> Path:
     """Fill a temporary sibling folder with write(tmp), then rename it over `folder`: a process killed at any
-    point leaves the old folder or the new one, never a mix of both."""
+    point leaves the old folder or the new one, never a mix of both.
+
+    Between the two renames of a replacement the folder is missing and its previous version is FOLDER.old, complete
+    (a stale FOLDER.old is moved aside before it is deleted, never deleted in place): recover_folder puts it back,
+    and loading.load_model reads it meanwhile. One writer per folder."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    recover_folder(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + TMP_INFIX, dir=folder.parent))
     try:
         write(tmp)
         give_default_modes(tmp)
         if folder.exists():
-            old = folder.with_name(folder.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
+            os.replace(folder, _old(folder))
             os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
+            _discard(_old(folder))
         else:
             os.replace(tmp, folder)
     finally:
@@ -89,22 +93,39 @@ def write_folder_atomic(folder: str | Path, write: Callable[[Path], None]) -> Pa
     return folder
 
 
-def load_drafter(folder: str | Path, target: CausalLM, **options) -> EagleDrafter:
-    """Load a checkpoint (or a LoRA adapter, merged into its base) for `target`; options (depth, top_k, num_nodes)
-    override the drafting defaults."""
-    model, vocab, config = load_model(folder, target)
-    return EagleDrafter(model, vocab, target, config["kind"], name=str(folder), **options)
+TMP_INFIX = ".tmp-"  # write_folder_atomic's temporary folders: FOLDER.tmp-XXXXXXXX
 
 
-def load_model(folder: str | Path, target: CausalLM) -> tuple[EagleModel, DraftVocab, dict]:
-    """(weights in the target's dtype, draft vocabulary, config.json) of a checkpoint or LoRA adapter folder,
-    not yet wrapped in a drafter (so training can take the weights as they are stored)."""
-    config = read_config(folder)
-    if config.get("format") == LORA_FORMAT:
-        from .lora import load_adapter_model
+def _old(folder: Path) -> Path:
+    return folder.with_name(folder.name + ".old")
 
-        return load_adapter_model(folder, target, config)
-    return load_full_model(folder, target, config)
+
+def _discard(path: Path) -> None:
+    """Delete a folder by first renaming it to a temporary name, so a kill mid-deletion leaves no partial FOLDER.old
+    that recover_folder could mistake for a complete one."""
+    if path.exists():
+        trash = Path(tempfile.mkdtemp(prefix=path.name.removesuffix(".old") + TMP_INFIX, dir=path.parent))
+        os.replace(path, trash / "old")
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def recover_folder(folder: str | Path) -> None:
+    """Repair what a process killed inside write_folder_atomic left (the writer calls it before resuming): a missing
+    folder comes back from FOLDER.old, then a stale FOLDER.old and unfinished temporary folders are deleted."""
+    folder = Path(folder)
+    if not folder.exists() and _old(folder).is_dir():
+        os.replace(_old(folder), folder)
+    _discard(_old(folder))
+    for tmp in folder.parent.glob(glob.escape(folder.name + TMP_INFIX) + "*"):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def readable_folder(folder: str | Path) -> Path:
+    """`folder`, or its complete previous version FOLDER.old when a kill between the renames of a save left the
+    folder missing (reading repairs nothing: a writer may still be at work)."""
+    folder = Path(folder)
+    return _old(folder) if not folder.exists() and _old(folder).is_dir() else folder
 
 
 def read_config(folder: str | Path) -> dict:
@@ -161,18 +182,6 @@ def load_full_model(folder: str | Path, target: CausalLM, config: dict) -> tuple
 def _stored(key: str) -> bool:
     """The dummy one-token embedding and head of the body are never used, so never stored."""
     return not (key.endswith("embed_tokens.weight") or key.startswith("body.lm_head"))
-
-
-def target_fingerprint(target: CausalLM) -> dict:
-    return {k: target.fingerprint[k] for k in (*_MATCHED_FINGERPRINT_KEYS, "name", "source")
-            if k in target.fingerprint}
-
-
-def fingerprint_mismatch(saved: dict, target: CausalLM) -> list[str]:
-    """What differs between a saved target fingerprint and `target` (empty when the drafter fits it)."""
-    mine = target_fingerprint(target)
-    return [f"{k}: drafter {saved[k]!r} vs target {mine[k]!r}" for k in _MATCHED_FINGERPRINT_KEYS
-            if k in saved and k in mine and saved[k] != mine[k]]
 
 
 def check_target(saved: dict, target: CausalLM, folder: Path) -> None:

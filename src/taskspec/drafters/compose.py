@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..engine.drafter import DraftContext, Drafter
 from ..engine.tree import DraftTree
 from ..errors import DrafterError
-from .base import DraftContext, Drafter
 from .eagle import EagleDrafter
 
 SCORES = ("confidence", "entropy")

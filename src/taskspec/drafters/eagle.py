@@ -24,12 +24,12 @@ import math
 import torch
 from torch import nn
 
-from ..engine.cache import crop, new_cache
+from ..engine.drafter import DraftContext
 from ..engine.sampling import logits_to_probs
 from ..engine.tree import DraftTree
 from ..errors import DrafterError
+from ..models.cache import crop, new_cache
 from ..models.causal_lm import CausalLM
-from .base import DraftContext
 from .lean_body import LeanBody
 from .model import forward_frontier
 from .tree_search import GrowingTree, grow_tree

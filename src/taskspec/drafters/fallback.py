@@ -8,8 +8,8 @@ the combination is as lossless as its parts; the choice depends on committed tok
 
 from __future__ import annotations
 
+from ..engine.drafter import DraftContext, Drafter
 from ..engine.tree import DraftTree
-from .base import DraftContext, Drafter
 
 
 class FallbackDrafter:

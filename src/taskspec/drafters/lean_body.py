@@ -15,9 +15,9 @@ import inspect
 
 import torch
 
-from ..engine.cache import cache_length
 from ..errors import DrafterError
-from ..models.causal_lm import ForwardOutput
+from ..models.cache import cache_length
+from ..models.causal_lm import ForwardOutput, cache_keyword
 
 
 class LeanBody:
@@ -32,6 +32,7 @@ class LeanBody:
                                f"types {layer_types}")
         self.layer, self.norm, self.rotary = layers[0], decoder.norm, decoder.rotary_emb
         self._rotary_takes_type = "layer_type" in inspect.signature(self.rotary.forward).parameters
+        self._cache_keyword = cache_keyword(self.layer.forward)
         self._cos = self._sin = None  # [1, L, rotary_dim] tables for positions 0..L-1
 
     def _rotary_table(self, positions: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,6 +70,6 @@ class LeanBody:
         mask = torch.cat([past_mask, tree_mask], dim=1)[None, None]  # [1, 1, n, past + n]
         cos_sin = self._rotary_table(position_offsets + past, inputs_embeds)
         hidden = self.layer(inputs_embeds[None], position_embeddings=cos_sin, attention_mask=mask,
-                            past_key_values=cache)  # [1, n, hidden]
+                            **{self._cache_keyword: cache})  # [1, n, hidden]
         hidden = hidden[0] if isinstance(hidden, torch.Tensor) else hidden[0][0]
         return ForwardOutput(logits=None, hidden=self.norm(hidden))

@@ -9,7 +9,7 @@ adapter folder holds nothing of the base, written atomically like a full checkpo
     adapter.safetensors  per adapted module m: "m.lora_A.weight" [r, in] and "m.lora_B.weight" [out, r], fp32
     train_state.pt, train_log.jsonl   (training runs only) LoRA master weights and optimizer state, for resuming
 
-Loading (checkpoint.load_drafter does it transparently) finds the base (the relative path first, so an adapter
+Loading (loading.load_drafter does it transparently) finds the base (the relative path first, so an adapter
 and its base can move together), refuses a base whose weights changed, and merges W ← W + (alpha / r)·B·A (fp32,
 stored back in the base dtype): the result is a plain EagleDrafter, exactly as fast as a full head. peft's
 unmerged forward (`merge=False`) stays the reference the merge is tested against.
@@ -17,7 +17,6 @@ unmerged forward (`merge=False`) stays the reference the merge is tested against
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -27,8 +26,9 @@ from torch import nn
 
 from ..errors import DrafterError, TaskspecError
 from ..models.causal_lm import CausalLM
+from ..models.fingerprint import file_sha256, target_fingerprint
 from .checkpoint import (CONFIG_FILE, LORA_FORMAT, WEIGHTS_FILE, check_target, load_full_model, read_config,
-                         target_fingerprint, write_weights_folder)
+                         write_weights_folder)
 from .eagle import KINDS, EagleDrafter, EagleModel
 from .vocab import DraftVocab
 
@@ -90,11 +90,7 @@ def base_sha256(folder: str | Path) -> str:
     if not path.is_file():
         raise DrafterError(f"base drafter {str(folder)!r}: missing {WEIGHTS_FILE}; a LoRA adapter needs a full "
                            "drafter checkpoint as its base (not another adapter)")
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def save_adapter(model: nn.Module, folder: str | Path, target: CausalLM, *, base: str | Path, base_sha: str,

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import torch
 
-from ..engine.cache import cache_length, crop, new_cache
+from ..engine.drafter import DraftContext
 from ..engine.sampling import logits_to_probs
 from ..engine.tree import DraftTree
 from ..errors import DrafterError
+from ..models.cache import cache_length, crop, new_cache
 from ..models.causal_lm import CausalLM
-from .base import DraftContext
 from .tree_search import GrowingTree, grow_tree
 
 

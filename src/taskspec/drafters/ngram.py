@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..engine.drafter import DraftContext
 from ..engine.tree import DraftTree
 from ..errors import DrafterError
-from .base import DraftContext
 
 
 class NgramDrafter:

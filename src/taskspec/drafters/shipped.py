@@ -17,7 +17,8 @@ import json
 from pathlib import Path
 
 from ..models.causal_lm import CausalLM
-from .checkpoint import CONFIG_FILE, fingerprint_mismatch
+from ..models.fingerprint import fingerprint_mismatch
+from .checkpoint import CONFIG_FILE
 
 SHIPPED_DIR = Path(__file__).with_name("shipped")
 AUTO_PREFERENCE = ("hass", "eagle2")

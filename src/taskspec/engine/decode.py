@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..drafters.base import DraftContext, Drafter
 from ..errors import GenerationInputError
+from ..models.cache import cache_length, keep_rows, new_cache
 from ..models.causal_lm import CausalLM
-from .cache import cache_length, keep_rows, new_cache
+from .drafter import DraftContext, Drafter
 from .sampling import SamplingParams
 from .stats import SpecStats
 from .tree import DraftTree

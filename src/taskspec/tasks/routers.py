@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..io_utils import write_json_atomic
-from .detect import DEFAULT_ENCODER, SentenceEncoder, TaskDetectionError
+from .encoders import DEFAULT_ENCODER, SentenceEncoder, TaskDetectionError, pool_prefill_hidden, prefill_states
 from .router_common import FORMAT, VERSION, check_fit_input
 from .sequence_router import HashedConvNet, SequenceRouter, tokenizer_fingerprint, tokenizer_mismatch  # noqa: F401
 
@@ -164,17 +164,9 @@ class TargetFeatureRouter(_LinearRouter):
         super().__init__(c)
         self.target = target
 
-    @torch.inference_mode()
     def features(self, prompts) -> np.ndarray:
-        from ..engine.cache import new_cache
-        from ..engine.decode import encode_prompt
-
-        rows = []
-        for prompt in prompts:
-            ids = encode_prompt(self.target, prompt)
-            hidden = self.target.forward(torch.tensor(ids), new_cache(), logit_rows=None, want_hidden=True).hidden
-            rows.append(pool_prefill_hidden(hidden))
-        return np.stack(rows)
+        """[n] prompts → [n, H] pooled prefill states (one prefill each)."""
+        return prefill_states(self.target, prompts)
 
     def predict_from_hidden(self, hidden: torch.Tensor) -> tuple[int, float]:
         """Route from the prefill the engine already ran: hidden [n, H] → (task, confidence)."""
@@ -183,13 +175,13 @@ class TargetFeatureRouter(_LinearRouter):
         return self.classifier.classes[best], float(p[best])
 
     def save(self, path) -> Path:
-        from ..drafters.checkpoint import target_fingerprint
+        from ..models.fingerprint import target_fingerprint
 
         return self._save(path, {"target": target_fingerprint(self.target)})
 
     @classmethod
     def load(cls, path, target) -> "TargetFeatureRouter":
-        from ..drafters.checkpoint import fingerprint_mismatch
+        from ..models.fingerprint import fingerprint_mismatch
 
         data = cls._read(path, cls.kind)
         problems = fingerprint_mismatch(data.get("target", {}), target)
@@ -198,11 +190,6 @@ class TargetFeatureRouter(_LinearRouter):
         router = cls(target)
         router.classifier = LinearClassifier.from_state(data["classifier"])
         return router
-
-
-def pool_prefill_hidden(hidden: torch.Tensor) -> np.ndarray:
-    """[n, H] final hidden states of a prompt → [H] float32 mean."""
-    return hidden.float().mean(0).numpy()
 
 
 # ---- the registry ------------------------------------------------------------------------------------------------

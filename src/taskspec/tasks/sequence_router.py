@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..io_utils import write_bytes_atomic, write_json_atomic
-from .detect import TaskDetectionError
+from .encoders import TaskDetectionError
 from .router_common import FORMAT, VERSION, check_fit_input
 
 _HASH_MULTIPLIERS = (2654435761, 2246822519)  # two odd 32-bit multipliers (Knuth's; xxHash's PRIME32_2): two hashes

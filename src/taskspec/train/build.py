@@ -28,11 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..drafters.checkpoint import load_drafter, target_fingerprint
 from ..drafters.drafter_set import FORMAT, MANIFEST, VERSION
+from ..drafters.loading import load_drafter
 from ..errors import TaskspecError
 from ..io_utils import write_json_atomic
 from ..models.causal_lm import CausalLM
+from ..models.fingerprint import target_fingerprint
 from .data import load_feature_dirs
 from .trainer import TrainConfig, train
 

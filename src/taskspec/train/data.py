@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .features import MANIFEST, FeatureError
+from .features import FeatureError, check_shard_header, read_manifest
 
 
 @dataclass
@@ -28,15 +27,9 @@ class Sequence:
 
 def load_feature_dirs(dirs: list[str | Path], target_fingerprint: dict | None = None) -> list[list[Sequence]]:
     """All sequences of each folder (in manifest order). Refuses folders built for another target."""
-    from safetensors.torch import load_file
-
     out = []
     for index, folder in enumerate(Path(d) for d in dirs):
-        path = folder / MANIFEST
-        if not path.is_file():
-            raise FeatureError(f"--features {str(folder)!r}: no {MANIFEST}; expected a folder written by "
-                               "`taskspec features`")
-        manifest = json.loads(path.read_text())
+        manifest = read_manifest(folder)
         saved = manifest["config"].get("target", {})
         if target_fingerprint:
             wrong = [k for k in ("architecture", "vocab_size", "hidden_size", "num_layers", "sha256")
@@ -45,7 +38,7 @@ def load_feature_dirs(dirs: list[str | Path], target_fingerprint: dict | None = 
                 raise FeatureError(f"--features {str(folder)!r} was built with another target ({', '.join(wrong)})")
         sequences = []
         for shard in manifest["shards"]:
-            tensors = load_file(str(folder / shard["file"]))
+            tensors = _load_shard(folder, shard)
             offsets = tensors["offsets"].tolist()
             for i, example_id in enumerate(shard["examples"]):
                 a, b = offsets[i], offsets[i + 1]
@@ -56,6 +49,25 @@ def load_feature_dirs(dirs: list[str | Path], target_fingerprint: dict | None = 
             raise FeatureError(f"--features {str(folder)!r}: no finished shards yet")
         out.append(sequences)
     return out
+
+
+def _load_shard(folder: Path, shard: dict) -> dict[str, torch.Tensor]:
+    """One shard's tensors; FeatureError naming the file when it is missing, damaged or does not fit the manifest."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    check_shard_header(folder, shard)
+    path = folder / shard["file"]
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise FeatureError(f"{path}: damaged shard ({exc}); expected a safetensors file written by `taskspec "
+                           "features`; delete the folder to rebuild the cache") from None
+    offsets = tensors["offsets"]
+    if offsets[0] != 0 or offsets[-1] != len(tensors["input_ids"]) or bool((offsets[1:] < offsets[:-1]).any()):
+        raise FeatureError(f"{path}: damaged shard (offsets {offsets.tolist()[:4]}... do not split its "
+                           f"{len(tensors['input_ids'])} tokens); delete the folder to rebuild the cache")
+    return tensors
 
 
 def select_examples(groups: list[list[Sequence]], example_ids: set[str], weights: list[float] | None,

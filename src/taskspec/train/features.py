@@ -24,15 +24,16 @@ import torch
 from tqdm import tqdm
 
 from ..data import Prompt
-from ..engine.cache import new_cache
 from ..errors import TaskspecError
 from ..io_utils import write_json_atomic
+from ..models.cache import new_cache
 from ..models.causal_lm import CausalLM
 
 MANIFEST = "manifest.json"
 FORMAT = "taskspec-features"
 VERSION = 1
 HEAD_CHUNK = 64  # rows per LM-head call: [64, 262144] float32 logits = 64 MB
+SHARD_KEYS = ("input_ids", "loss_mask", "hidden", "topk_ids", "topk_logits", "offsets")
 
 
 class FeatureError(TaskspecError):
@@ -172,17 +173,56 @@ def _load_or_start(out_dir: Path, config: dict) -> dict:
         manifest = {"config": config, "shards": []}
         write_json_atomic(path, manifest)
         return manifest
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise FeatureError(f"{path}: unreadable manifest ({exc})") from None
-    saved = manifest.get("config", {})
+    manifest = read_manifest(out_dir)
+    saved = manifest["config"]
     keys = ("format", "version", "target", "top_k", "examples_per_shard", "num_examples", "example_ids_hash")
     different = [k for k in keys if saved.get(k) != config.get(k)]
     if different:
         raise FeatureError(f"{out_dir}: an existing feature cache was built with other settings ({', '.join(different)}"
                            "); use another --out folder or delete this one")
     for shard in manifest["shards"]:
-        if not (out_dir / shard["file"]).is_file():
-            raise FeatureError(f"{out_dir}: {shard['file']} is listed in the manifest but missing")
+        check_shard_header(out_dir, shard)
     return manifest
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """manifest.json of a feature folder, its structure checked: {"config": {...}, "shards": [{"index", "file",
+    "examples", "tokens"}, ...]}. FeatureError naming the file when it is missing, damaged or of another shape."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise FeatureError(f"--features {str(folder)!r}: no {MANIFEST}; expected a folder written by "
+                           "`taskspec features`")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FeatureError(f"{path}: unreadable manifest ({exc}); expected the JSON written by `taskspec features`"
+                           "; delete the folder to rebuild the cache") from None
+    shards = manifest.get("shards") if isinstance(manifest, dict) else None
+    if not isinstance(shards, list) or not isinstance(manifest.get("config"), dict) or not all(
+            isinstance(s, dict) and isinstance(s.get("index"), int) and isinstance(s.get("file"), str)
+            and isinstance(s.get("examples"), list) and isinstance(s.get("tokens"), int) for s in shards):
+        raise FeatureError(f"{path}: not a feature-cache manifest; expected a JSON object with \"config\" and "
+                           "\"shards\" (each with index, file, examples, tokens) as `taskspec features` writes it; "
+                           "delete the folder to rebuild the cache")
+    return manifest
+
+
+def check_shard_header(folder: Path, shard: dict) -> None:
+    """A listed shard is there, whole (safetensors checks its header against the file size) and has every tensor;
+    cheap: the tensors are not read."""
+    from safetensors import SafetensorError, safe_open
+
+    path = folder / shard["file"]
+    if not path.is_file():
+        raise FeatureError(f"{folder}: {shard['file']} is listed in the manifest but missing")
+    try:
+        with safe_open(str(path), "pt") as f:
+            keys = set(f.keys())
+            offsets = f.get_slice("offsets").get_shape() if "offsets" in keys else None
+    except (SafetensorError, OSError) as exc:
+        raise FeatureError(f"{path}: damaged shard ({exc}); expected a safetensors file written by `taskspec "
+                           "features`; delete the folder to rebuild the cache") from None
+    missing = sorted(set(SHARD_KEYS) - keys)
+    if missing or offsets != [len(shard["examples"]) + 1]:
+        raise FeatureError(f"{path}: not a shard of this manifest (missing {missing or 'nothing'}, offsets of shape "
+                           f"{offsets} for {len(shard['examples'])} examples); delete the folder to rebuild the cache")

@@ -11,7 +11,8 @@ x_{p+2} (positions whose x_{p+2} is a response token count). Losses:
 
 Validation reports top-1 draft accuracy per depth (pass j ≈ depth j) on held-out sequences for both kinds.
 The checkpoint folder is written atomically every `save_every` steps together with the optimizer state; a killed
-run restarted with the same command resumes and continues the same loss curve.
+run restarted with the same command resumes and continues the same loss curve. train_state.pt is read with
+weights_only=True (tensors and plain data only), so a file planted in an output folder cannot run code.
 
 With lora_rank > 0 the same loop trains peft LoRA layers on the frozen init_from drafter instead of all weights, and
 the folder holds only the adapter (drafters/lora.py): a task specialist costs a few hundred KB, not a head.
@@ -30,17 +31,19 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..drafters.checkpoint import LORA_FORMAT, load_model, read_config, save_drafter
+from ..drafters.checkpoint import LORA_FORMAT, read_config, recover_folder, save_drafter
 from ..drafters.eagle import KINDS, EagleDrafter, EagleModel, body_config
+from ..drafters.loading import load_model
 from ..drafters.lora import DEFAULT_TARGETS, base_sha256, inject_lora, resolve_targets, save_adapter
 from ..drafters.vocab import DraftVocab
-from ..engine.cache import new_cache
 from ..errors import TaskspecError
+from ..models.cache import new_cache
 from ..models.causal_lm import CausalLM
 from .data import Sequence, load_feature_dirs, mixed_order, select_examples, selection_digest, split_validation
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "train_log.jsonl"
+STATE_KEYS = ("config", "feature_dirs", "step", "log", "model", "optimizer", "schedule", "python_rng", "torch_rng")
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,8 @@ def train(target: CausalLM, feature_dirs: list[str], out: str | Path, config: Tr
     selection = selection_digest(example_ids)
     train_groups, held_out = split_validation(groups, config.val_fraction, config.seed)
     held_out = held_out[: config.eval_sequences]
-    state = torch.load(out / STATE_FILE, weights_only=False) if (out / STATE_FILE).is_file() else None
+    recover_folder(out)  # a kill between the two renames of a checkpoint save left its previous version aside
+    state = _load_state(out / STATE_FILE)
     if state is not None and (state["config"] != asdict(config) or state.get("examples") != selection
                               or state["feature_dirs"] != [str(d) for d in feature_dirs]
                               or state.get("mix", mix) != mix):  # runs saved before "mix" was recorded: unchecked
@@ -237,6 +241,33 @@ def evaluate(loss_fn: DraftLoss, sequences: list[Sequence], depths: int) -> list
                 weights[d] += count
     loss_fn.model.train(was_training)
     return [round(t / w, 4) if w else 0.0 for t, w in zip(totals, weights)]
+
+
+def _load_state(path: Path) -> dict | None:
+    """train_state.pt of the run to resume (None: nothing to resume). Read with weights_only=True, which unpickles
+    tensors and plain data only: a file planted in an output folder cannot run code. A file that is damaged, or holds
+    anything else, raises a TaskspecError naming it instead of a traceback."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many kinds for a bad file: UnpicklingError, EOFError, RuntimeError
+        problem = _load_problem(exc)
+    else:
+        missing = [k for k in STATE_KEYS if k not in state] if isinstance(state, dict) else ["not a dict"]
+        if not missing:
+            return state
+        problem = f"missing {', '.join(missing)}"
+    raise TaskspecError(f"{path}: cannot resume from it ({problem}); expected a training state written by "
+                        "`taskspec train`, which holds tensors and plain data only (anything else is refused: "
+                        "loading it could run code). Delete it, or use another --out, to start over")
+
+
+def _load_problem(exc: Exception) -> str:
+    """The telling line of a torch.load error (its weights-only errors are a paragraph of advice around it)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    telling = [line for line in lines if "GLOBAL" in line or line.startswith("Unsupported")]
+    return f"{type(exc).__name__}: {(telling or lines or [''])[0].split('. ')[0][:200]}"
 
 
 def _lr_factor(step: int, config: TrainConfig) -> float:

@@ -12,8 +12,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from ..engine.sampling import SamplingParams
-from ..engine.tree import DraftTree
+from .sampling import SamplingParams
+from .tree import DraftTree
 
 
 @dataclass
