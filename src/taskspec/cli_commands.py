@@ -20,7 +20,7 @@ def _generation_config(args):
 
 
 def cmd_generate(args) -> int:
-    from .drafters import build_drafter
+    from .drafters.kinds import build_drafter
     from .engine.decode import generate
     from .models.target import load_target
 
@@ -49,8 +49,8 @@ def cmd_generate(args) -> int:
 
 def _drafter_set(args, target):
     """--drafter-set DIR, else with --compose the set shipped for the target; None when decoding with --drafter."""
-    from .drafters.drafter_set import load_drafter_set
     from .drafters.shipped import shipped_drafter_set
+    from .tasks.drafter_sets import load_drafter_set
 
     folder = getattr(args, "drafter_set", None)
     if folder is None and getattr(args, "compose", None):
@@ -80,9 +80,9 @@ def cmd_bench(args) -> int:
 def cmd_demo(args) -> int:
     from .bench.methods import split_method_list
     from .demo import SET_METHODS, builtin_prompts, demo_prompts, run_demo
-    from .drafters.drafter_set import load_drafter_set
     from .drafters.shipped import shipped_drafter_set, shipped_drafters
     from .models.target import load_target
+    from .tasks.drafter_sets import load_drafter_set
 
     config = _generation_config(args)
     print(f"Loading target {args.target!r} (the first run converts the embedded GGUF once, ~1-2 minutes)...",
@@ -122,7 +122,7 @@ def cmd_collect(args) -> int:
 def cmd_detect(args) -> int:
     from .data import load_prompts
     from .tasks import TaskDetector, clustering_metrics
-    from .tasks.detect import TARGET_ENCODER, TaskDetectionError
+    from .tasks.detect import TARGET_ENCODER, known_labels
 
     k_min, k_max = _int_pair(args.k_range, "--k-range")
     prompts = []
@@ -130,11 +130,7 @@ def cmd_detect(args) -> int:
         prompts += load_prompts(name, data_dir=args.data_dir, limit=args.limit)
     labels = None
     if args.label_field:
-        missing = [p.id for p in prompts if args.label_field != "source" and args.label_field not in p.meta]
-        if missing:
-            raise TaskDetectionError(f"--label-field {args.label_field!r}: prompts {missing[:3]} have no such field "
-                                     "(use 'source' for the dataset name)")
-        labels = [p.source if args.label_field == "source" else str(p.meta[args.label_field]) for p in prompts]
+        labels, labels_from = known_labels(prompts, args.label_field)
     target = None
     if args.encoder == TARGET_ENCODER:
         from .models.target import load_target
@@ -146,7 +142,8 @@ def cmd_detect(args) -> int:
     detector.fit([p.text for p in prompts], progress=not args.quiet)
     evaluation = None
     if labels is not None:
-        evaluation = {"label_field": args.label_field, **clustering_metrics(labels, detector.labels_)}
+        evaluation = {"label_field": args.label_field, "labels_from": labels_from,
+                      **clustering_metrics(labels, detector.labels_)}
     detector.save(args.out, evaluation)
     averaged = detector.criterion == "silhouette-restarts" and args.k is None
     print("| k | silhouette |" + (" mean over k-means restarts |\n|---:|---:|---:|" if averaged else "\n|---:|---:|"))
@@ -159,7 +156,7 @@ def cmd_detect(args) -> int:
         example = task.examples[0].replace("\n", " ")[:90] if task.examples else ""
         print(f"  task {task.task} ({task.size} prompts): {', '.join(task.keywords[:6])}  e.g. \"{example}\"")
     if evaluation:
-        print(f"\nagainst {args.label_field!r}: accuracy {evaluation['accuracy']:.3f}, NMI {evaluation['nmi']:.3f}, "
+        print(f"\nagainst {labels_from}: accuracy {evaluation['accuracy']:.3f}, NMI {evaluation['nmi']:.3f}, "
               f"ARI {evaluation['ari']:.3f}")
     print(f"\nwrote {args.out}", file=sys.stderr)
     return 0
@@ -296,6 +293,7 @@ def _init_path(spec: str | None, target) -> str:
 
 
 def cmd_report(args) -> int:
+    from .bench.headline import headline_table
     from .bench.plots import PLOT_FILES
     from .bench.result_file import load_result, prompt_map, result_prompts
     from .bench.report import write_report
@@ -318,6 +316,7 @@ def cmd_report(args) -> int:
         print(f"embedding {len(texts)} prompts with {detector.encoder}...", file=sys.stderr)
         points = prompt_map(texts, ids, detector)
     path = write_report(result, args.out, source=args.result, prompt_map=points)
+    print(headline_table(result))  # the summary table, as the README quotes it
     pngs = [name for name in PLOT_FILES if (Path(args.out) / name).is_file()]
     print(f"wrote {path} and {len(pngs)} plots ({', '.join(pngs)})", file=sys.stderr)
     return 0

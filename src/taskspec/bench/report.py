@@ -58,6 +58,7 @@ def write_report(result: dict, out_dir, source: str | None = None, prompt_map: l
     from pathlib import Path
 
     from ..io_utils import write_text_atomic
+    from .headline import headline_table
     from .plots import write_plots
     from .result_file import check_prompt_map, check_result
 
@@ -76,7 +77,8 @@ def write_report(result: dict, out_dir, source: str | None = None, prompt_map: l
             ("methods", ", ".join(_code(m) for m in meta.get("methods") or []) or None),
             ("command", _code(meta["command"]) if meta.get("command") else None)]
     out += [f"| {key} | {value} |" for key, value in rows if value is not None]
-    out += ["", "## Tables", "", markdown_tables(result), "", "## Plots"]
+    out += ["", "## Summary", "", "τ and speedup against `none` per dataset (or task), the fastest in bold:", "",
+            headline_table(result), "", "## Tables", "", markdown_tables(result), "", "## Plots"]
     for plot in plots:
         out += ["", f"### {plot.title}", ""]
         if plot.skipped:
