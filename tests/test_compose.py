@@ -1,7 +1,7 @@
 """Composed drafters (drafters/compose.py) and drafter sets (drafters/drafter_set.py): greedy exactness, the
 routing choices, merged trees with duplicates, checkpoint averaging, and a set's manifest checks.
 
-Distribution tests at T=1 for merged trees and score routing live in test_engine_sampled.py."""
+Distribution tests at T=1 for every strategy live in test_lossless_compositions.py."""
 
 from __future__ import annotations
 

@@ -1,150 +1,118 @@
-"""Sampling through the whole engine: seeded reproducibility, and the distribution of the first tokens
-generate() emits with a sampled model drafter equals the target's own (seeded Monte Carlo, chi-square).
+"""Sampling through the whole engine: seeded reproducibility, and the joint distribution of the first four tokens
+generate() emits equals the target's own, over several verification steps (so the KV cache is rolled back and
+compacted between them), for model and feature (EAGLE-2 / HASS) drafters, chains and trees, with and without top-k /
+top-p. Negative controls inject a wrong acceptance rule and a skipped cache rollback into the engine and require
+the same check to reject them.
 
-False-failure rate: the seeds are fixed, so the test is deterministic; for an arbitrary seed a correct engine fails
-the chi-square check (alpha = 1e-4, cells with expected count < 5 pooled) with probability about 1e-4.
+Method, bounds and false-failure rate: tests/sampling_check.py. Compositions of drafter sets:
+test_lossless_compositions.py; verify_tree alone, exhaustively: test_verify_distribution.py.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import torch
-from scipy import stats
 
+import taskspec.engine.decode as decode_module
 from conftest import tiny_llama
-from taskspec.drafters import ModelDrafter, NgramDrafter
+from sampling_check import (PROMPT, SMALL_VOCAB, WRONG_P, ExactJoint, assert_exercised, assert_lossless,
+                            check_counts, decode_many, peaked, single_thread, small_target)
+from taskspec.drafters.eagle import random_drafter
+from taskspec.drafters.fallback import FallbackDrafter
+from taskspec.drafters.model import ModelDrafter
+from taskspec.drafters.ngram import NgramDrafter
 from taskspec.engine.decode import GenerationConfig, generate
-from taskspec.engine.sampling import SamplingParams, logits_to_probs
+from taskspec.engine.sampling import SamplingParams, logits_to_probs, sample
+from taskspec.engine.verify import VerifyResult, verify_tree
 
-SMALL_VOCAB = 8
-PROMPT = [1, 5, 2, 5, 2]
-ALPHA = 1e-4
-RUNS = 1500
-
-
-def peaked(target, scale: float = 25.0):
-    """A random tiny model's next-token distribution is almost uniform; scaling its head makes it peaked, so the
-    target and the drafter differ enough that a wrong acceptance rule shows in the counts."""
-    with torch.no_grad():
-        target.model.lm_head.weight.mul_(scale)
-    return target
+PARAMS = {
+    "t1": SamplingParams(1.0),
+    "topk": SamplingParams(0.9, top_k=3),
+    "topp": SamplingParams(1.1, top_p=0.8),
+    "topk-topp": SamplingParams(0.9, top_k=4, top_p=0.9),
+}
 
 
-def exact_second_third_distribution(target, prompt, params) -> np.ndarray:
-    """[V, V]: P(token 2 = b, token 3 = c) under the target's processed distribution, by enumeration over token 1.
-
-    Token 1 comes from prefill; tokens 2 and 3 come from the first verification step (a depth-2 draft), so this is
-    the pair the drafter and the acceptance rule decide."""
-    def probs(ids):
-        return logits_to_probs(target.model(input_ids=torch.tensor([ids])).logits[0, -1], params).double().numpy()
-
-    out = np.zeros((SMALL_VOCAB, SMALL_VOCAB))
-    with torch.inference_mode():
-        p1 = probs(prompt)
-        for a in np.flatnonzero(p1):
-            p2 = probs(prompt + [int(a)])
-            for b in np.flatnonzero(p2):
-                out[b] += p1[a] * p2[b] * probs(prompt + [int(a), int(b)])
-    return out
+def exact_for(target, name: str) -> ExactJoint:
+    """The exact joint under PARAMS[name]; with a filter, it must really exclude tokens after some prefix."""
+    params = PARAMS[name]
+    exact = ExactJoint(target, PROMPT, params)
+    if params.top_k or params.top_p < 1.0:
+        assert exact.excludes_tokens(), f"{name} never excluded a token: the filter would go untested"
+    return exact
 
 
-def pooled_chi_square(counts: np.ndarray, probs: np.ndarray) -> float:
-    counts, probs = counts.ravel(), probs.ravel()
-    assert counts[probs <= 0].sum() == 0, "emitted a token outside the target's processed support"
-    support = probs > 0
-    obs, exp = counts[support].astype(float), probs[support] / probs[support].sum() * counts.sum()
-    order = np.argsort(exp)
-    obs, exp = obs[order], exp[order]
-    small = int(np.searchsorted(exp, 5.0))
-    while small and small < len(exp) and exp[:small].sum() < 5.0:
-        small += 1
-    if small:
-        obs = np.concatenate([[obs[:small].sum()], obs[small:]])
-        exp = np.concatenate([[exp[:small].sum()], exp[small:]])
-    return float(stats.chisquare(obs, exp).pvalue)
+def feature(target, kind: str, shape: str):
+    """An untrained feature drafter of 6 draft ids out of 8 (the residual must still reach the other two): a sampled
+    depth-2 chain (residual rule at T > 0) or a 4-node dynamic tree (deterministic rule). The kinds differ only in
+    training, so each gets its own seed (other weights) to test two drafters instead of one twice."""
+    options = {"top_k": 1} if shape == "chain" else {"top_k": 2, "num_nodes": 4}
+    return random_drafter(target, kind=kind, draft_vocab_size=6, seed=1 if kind == "hass" else 4, depth=2, **options)
 
 
-def second_third_counts(target, drafter, params) -> tuple[np.ndarray, int]:
-    """RUNS seeded decodes of 4 tokens: [V, V] counts of (token 2, token 3) and the total target steps."""
-    counts = np.zeros((SMALL_VOCAB, SMALL_VOCAB), np.int64)
-    steps = 0
-    for seed in range(RUNS):
-        result = generate(target, drafter, PROMPT, GenerationConfig(max_new_tokens=4, sampling=params, seed=seed,
-                                                                    stop_on_eos=False))
-        counts[result.token_ids[1], result.token_ids[2]] += 1
-        steps += result.stats.target_steps
-    return counts, steps
+def lookup_then_feature(target):
+    return FallbackDrafter(NgramDrafter(depth=2, min_ngram=1), feature(target, "hass", "chain"))
 
 
-@pytest.mark.parametrize("params", [SamplingParams(1.0), SamplingParams(0.9, top_k=4, top_p=0.9)],
-                         ids=["t1", "topk-topp"])
-def test_generate_with_sampled_model_drafter_keeps_target_distribution(params):
-    target, draft = peaked(tiny_llama(seed=0, vocab=SMALL_VOCAB)), peaked(tiny_llama(seed=1, vocab=SMALL_VOCAB))
-    counts, steps = second_third_counts(target, ModelDrafter(draft, target, depth=2), params)
-    # prefill + at least one step; 2 steps per run if every depth-2 draft were accepted, 4 if none ever were
-    assert 2 * RUNS < steps < 4 * RUNS, "drafts were never or always accepted: the test would not exercise the rule"
-    p = pooled_chi_square(counts, exact_second_third_distribution(target, PROMPT, params))
-    assert p >= ALPHA, f"chi-square p = {p:.3g}"
+DRAFTERS = {
+    "model": lambda target: ModelDrafter(peaked(tiny_llama(seed=1, vocab=SMALL_VOCAB)), target, depth=2),
+    "hass-chain": lambda target: feature(target, "hass", "chain"),
+    "eagle2-chain": lambda target: feature(target, "eagle2", "chain"),
+    "eagle2-tree": lambda target: feature(target, "eagle2", "tree"),
+    "hass-tree": lambda target: feature(target, "hass", "tree"),
+    "ngram+hass": lookup_then_feature,  # both rules, switching from step to step
+}
+CASES = [
+    ("model", "t1"), ("model", "topk-topp"),
+    ("hass-chain", "t1"), ("hass-chain", "topk"), ("hass-chain", "topp"), ("eagle2-chain", "topk-topp"),
+    ("eagle2-tree", "t1"), ("eagle2-tree", "topk"), ("eagle2-tree", "topp"), ("hass-tree", "topk-topp"),
+    ("ngram+hass", "t1"), ("ngram+hass", "topk-topp"),
+]
+
+
+@pytest.mark.parametrize("drafter_name, params_name", CASES, ids=[f"{d}-{p}" for d, p in CASES])
+def test_generate_keeps_the_target_joint_distribution(drafter_name, params_name):
+    target = small_target()
+    drafter = DRAFTERS[drafter_name](target)
+    decoded = decode_many(target, drafter, PARAMS[params_name])
+    assert_lossless(decoded, exact_for(target, params_name))
+    assert_exercised(decoded)
+    if isinstance(drafter, FallbackDrafter):
+        assert min(drafter.proposals) > 0, f"lookup / feature proposals {drafter.proposals}: one rule never ran"
+
+
+# ---- negative controls: the same check rejects an engine with a wrong rule injected ---------------------------------
+def resample_from_target_on_rejection(tree, logits, params, generator):
+    """WRONG: when the first sampled draft is rejected, draws the bonus from the target instead of the residual."""
+    out = verify_tree(tree, logits, params, generator)
+    if out.accepted or not tree.sampled or params.greedy:
+        return out
+    return VerifyResult((), sample(logits_to_probs(logits[0], params), generator))
+
+
+def skip_rollback(cache, start, rows):
+    """WRONG: leaves the rejected draft rows in the target's KV cache."""
+
+
+@pytest.mark.parametrize("attribute, wrong", [("verify_tree", resample_from_target_on_rejection),
+                                              ("keep_rows", skip_rollback)], ids=["acceptance", "rollback"])
+def test_check_rejects_an_engine_with_a_wrong_rule(monkeypatch, attribute, wrong):
+    target = small_target()
+    exact = exact_for(target, "t1")
+    monkeypatch.setattr(decode_module, attribute, wrong)
+    decoded = decode_many(target, feature(target, "hass", "chain"), PARAMS["t1"])
+    assert_exercised(decoded)
+    assert check_counts(decoded.counts, exact).pvalue < WRONG_P, str(check_counts(decoded.counts, exact))
 
 
 def test_sampling_is_reproducible_by_seed():
     target = tiny_llama(seed=0)
     drafter = NgramDrafter()
-    run = lambda seed: generate(target, drafter, [3, 17, 42, 8, 3, 17], GenerationConfig(  # noqa: E731
-        max_new_tokens=24, sampling=SamplingParams(1.0, top_p=0.95), seed=seed, stop_on_eos=False)).token_ids
+
+    def run(seed):
+        config = GenerationConfig(max_new_tokens=24, sampling=SamplingParams(1.0, top_p=0.95), seed=seed,
+                                  stop_on_eos=False)
+        with single_thread():
+            return generate(target, drafter, [3, 17, 42, 8, 3, 17], config).token_ids
+
     assert run(7) == run(7)
     assert run(7) != run(8)
-
-
-def _feature_drafter(target, **options):
-    from taskspec.drafters.eagle import random_drafter
-
-    # 6 of the 8 ids draftable: the residual distribution must still reach the two the drafter never proposes
-    return random_drafter(target, kind="hass", draft_vocab_size=6, seed=1, **options)
-
-
-def _lookup_then_feature(target):
-    from taskspec.drafters.fallback import FallbackDrafter
-
-    return FallbackDrafter(NgramDrafter(depth=2, min_ngram=2), _feature_drafter(target, depth=2, top_k=1))
-
-
-def _specialists(target, seeds=(1, 2)):
-    from taskspec.drafters.eagle import random_drafter
-
-    return [random_drafter(target, kind="hass", draft_vocab_size=6, seed=s, depth=2, top_k=1) for s in seeds]
-
-
-def _merged(target):
-    from taskspec.drafters.compose import MergedTreeDrafter
-
-    # seeds 1, 2, 1: the third tree duplicates the first, so merging must fold identical paths
-    return MergedTreeDrafter(_specialists(target, (1, 2, 1)), ["a", "b", "c"])
-
-
-def _score_routed(score, per_step):
-    from taskspec.drafters.compose import ScoreRoutedDrafter
-
-    return lambda target: ScoreRoutedDrafter(_specialists(target), ["a", "b"], score, per_step=per_step)
-
-
-FEATURE_DRAFTERS = {
-    "sampled-chain": lambda target: _feature_drafter(target, depth=2, top_k=1),  # residual rule
-    "dynamic-tree": lambda target: _feature_drafter(target, depth=2, top_k=2, num_nodes=4),  # deterministic rule
-    "ngram+feature": _lookup_then_feature,  # both rules, switching from step to step
-    # compositions (drafters/compose.py): a choice made from draft scores, or a merged deterministic tree
-    "merged-with-duplicates": _merged,
-    "confidence-per-step": _score_routed("confidence", True),
-    "entropy-per-request": _score_routed("entropy", False),
-}
-
-
-@pytest.mark.parametrize("make_drafter", FEATURE_DRAFTERS.values(), ids=FEATURE_DRAFTERS.keys())
-def test_generate_with_feature_drafters_keeps_target_distribution(make_drafter):
-    params = SamplingParams(1.0)
-    target = peaked(tiny_llama(seed=0, vocab=SMALL_VOCAB))
-    counts, steps = second_third_counts(target, make_drafter(target), params)
-    assert 2 * RUNS < steps < 4 * RUNS, "drafts were never or always accepted: the test would not exercise the rule"
-    p = pooled_chi_square(counts, exact_second_third_distribution(target, PROMPT, params))
-    assert p >= ALPHA, f"chi-square p = {p:.3g}"

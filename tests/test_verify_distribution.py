@@ -22,7 +22,12 @@ False-failure rate: the seeds are fixed, so each test is deterministic. For an a
 fails one test with probability <= 4 · 1e-4 (union bound over the 2 chi-square tests and the 2 TV bounds; the
 chi-square p-value is the usual asymptotic one, accurate with every pooled cell >= 5), i.e. <= ~1e-2 over the whole
 file. Power: the negative controls at the bottom run deliberately wrong verifiers through the same check and require
-a chi-square p-value below 1e-12.
+a chi-square p-value below 1e-12: wrong chain rules, and wrong tree rules on the very trees and seeds the tree tests
+pass with (no residual update between sibling children; a resampled bonus in deterministic trees).
+
+Case 4 proposes a child whose own draft_probs row gives it probability 0 (it cannot have been drawn from that row),
+both outside the target's top-k / top-p support and inside it: it must be skipped, neither accepted nor subtracted
+from the residual.
 
 If token 1 was the bonus, token 2 belongs to the *next* decoding step, which starts afresh from prefix (x1,) and
 (by the token-1 property, checked here for prefix ()) emits a token distributed as the target's processed row at
@@ -55,6 +60,7 @@ V = 6
 ALPHA = 1e-4  # per statistical check
 N_CHAIN = 8_000  # verify_tree costs ~0.15-0.45 ms per call in Python: these keep each test at ~1-2.5 s
 N_TREE = 5_000
+N_WRONG = 2_000  # negative controls: their rules are off by far more than the correct rules' sampling noise
 
 
 # ---- toy language models -------------------------------------------------------------------------------------------
@@ -292,7 +298,9 @@ def chi_square_pvalue(counts: np.ndarray, probs: np.ndarray) -> float:
     counts, probs = counts.ravel(), probs.ravel()
     support = probs > 0
     obs = counts[support].astype(float)
-    exp = probs[support] / probs[support].sum() * counts.sum()
+    if obs.sum() == 0:  # everything fell outside the support (reported by Check.outside_support)
+        return 0.0
+    exp = probs[support] / probs[support].sum() * obs.sum()
     order = np.argsort(exp)
     obs, exp = obs[order], exp[order]
     small = int(np.searchsorted(exp, 5.0))  # cells [0, small) have expected < 5
@@ -433,6 +441,54 @@ def test_greedy_descends_along_the_argmax():
     assert out.bonus_token == int(TARGET.logits(path).argmax())
 
 
+# ---- case 4: a child that cannot have been drawn from its draft_probs row (draft probability 0) --------------------
+class ImpossibleChild(Drafter):
+    """Root children: `bad`, whose draft_probs row gives it probability 0 (a drafter whose rows disagree with its
+    draws, or a token pasted into a sampled tree), then x1 really drawn from that row; x1 has a sampled child x2.
+    The verifier must neither trust `bad` nor let it change the residual: the output stays the target's."""
+
+    def __init__(self, qparams: SamplingParams, bad: int) -> None:
+        super().__init__(qparams)
+        self.bad = bad
+        self.q_root = without(self.q(()), [bad])  # [V], q(bad) = 0
+        self.q_root_list = self.q_root.tolist()
+
+    def __call__(self, rng):
+        x1 = draw(self.q_root_list, rng)
+        x2 = draw(self.qlist((x1,)), rng)
+        return self.tree_for((self.bad, x1, x2))
+
+    def make(self, tokens):
+        _, x1, _ = tokens
+        return DraftTree(tokens, (-1, -1, 1), torch.stack([self.q_root, self.q_root, self.q((x1,))]))
+
+
+@pytest.mark.parametrize("config, where", [("topk", "outside"), ("topp", "outside"), ("t1", "inside")])
+def test_child_with_zero_draft_probability_is_skipped(config, where):
+    """`bad` outside the target's top-k / top-p support must never be emitted; inside it, it must not be emitted
+    more often than the target says (a rule that accepts every q = 0 child emits it every time)."""
+    params, qparams = CONFIGS[config]
+    p1 = exact_first(params)
+    bad = int(np.flatnonzero(p1 == 0)[0]) if where == "outside" else int(np.argmin(p1))
+    assert (p1[bad] == 0) == (where == "outside")
+    res = run_mc(ImpossibleChild(qparams, bad), params, seed=505)
+    assert_lossless(res, params)
+    assert_nontrivial(res, depth2=True)  # x1 and x2 were accepted at times: the real draws were exercised
+
+
+def test_zero_probability_child_outside_the_target_support_is_never_accepted():
+    params = TOPK
+    bad = int(np.flatnonzero(exact_first(params) == 0)[0])
+    q = torch.full((V,), 1.0 / (V - 1))
+    q[bad] = 0.0  # the drafter claims it never proposes `bad`, yet the tree carries it
+    tree = DraftTree.chain([bad], draft_probs=q[None])
+    logits = target_logits_for(tree)
+    gen = torch.Generator().manual_seed(7)
+    outs = [verify_tree(tree, logits, params, gen) for _ in range(300)]
+    assert all(out.accepted == () for out in outs)
+    assert all(exact_first(params)[out.bonus_token] > 0 for out in outs)
+
+
 # ---- negative controls: the same check catches wrong verifiers (so the tests above can fail) ----------------------
 def resample_from_target_on_rejection(tree, logits, params, gen):
     """WRONG: after a rejected sampled draft, draws the bonus from the target instead of the residual."""
@@ -452,5 +508,62 @@ def accept_first_child_always(tree, logits, params, gen):
 def test_check_detects_wrong_verifiers(wrong):
     params, qparams = CONFIGS["t1"]
     res = run_mc(SampledChain(qparams), params, seed=404, n=N_CHAIN, verifier=wrong)
+    worst = min(c.pvalue for c in distribution_checks(res, params))
+    assert worst < 1e-12, [str(c) for c in distribution_checks(res, params)]
+
+
+# ---- negative controls for trees: wrong sibling and bonus rules are caught by the tree tests' own check ------------
+def _residual(target_probs: torch.Tensor, draft_probs: torch.Tensor) -> torch.Tensor:
+    residual = (target_probs - draft_probs).clamp_min(0.0)
+    return residual / residual.sum()
+
+
+def no_residual_between_siblings(tree, logits, params, gen):
+    """WRONG: recursive rejection sampling that tests every sibling against the node's unchanged target distribution
+    and forms the residual only once, from the last rejected child, for the bonus. Exact for a chain (one child per
+    node), wrong as soon as a node has several sampled children."""
+    accepted, row = [], 0
+    while True:
+        target_probs = logits_to_probs(logits[row], params)  # [V], never updated between siblings
+        rejected_q = None
+        for child in tree.children[row]:
+            q, token = tree.draft_probs[child].float(), tree.tokens[child]
+            if float(torch.rand((), generator=gen)) * float(q[token]) < float(target_probs[token]):
+                break
+            rejected_q = q
+        else:
+            bonus_probs = target_probs if rejected_q is None else _residual(target_probs, rejected_q)
+            return VerifyResult(tuple(accepted), sample(bonus_probs, gen))
+        accepted.append(child)
+        row = child + 1
+
+
+def resample_bonus_on_miss(tree, logits, params, gen):
+    """WRONG: the deterministic-draft rule, but when the sampled token matches no child it draws the bonus afresh
+    instead of emitting the token it sampled (so candidates are emitted too often)."""
+    out = verify_tree(tree, logits, params, gen)
+    row = out.accepted[-1] + 1 if out.accepted else 0
+    if not tree.children[row] or out.bonus_token in {tree.tokens[c] for c in tree.children[row]}:
+        return out
+    return VerifyResult(out.accepted, sample(logits_to_probs(logits[row], params), gen))
+
+
+@pytest.mark.parametrize("replacement", [True, False], ids=["iid-siblings", "without-replacement"])
+def test_tree_check_detects_missing_sibling_residual(replacement):
+    """The same drafter, seed and check as test_sampled_tree_is_lossless[t1-...], which the real rule passes (fewer
+    runs: the wrong rule is off by a total variation of ~0.2)."""
+    params, qparams = CONFIGS["t1"]
+    drafter = SampledTree(qparams, width=3, width2=2, replacement=replacement)
+    res = run_mc(drafter, params, seed=202 + replacement, n=N_WRONG, verifier=no_residual_between_siblings)
+    assert_nontrivial(res, depth2=True)
+    worst = min(c.pvalue for c in distribution_checks(res, params))
+    assert worst < 1e-12, [str(c) for c in distribution_checks(res, params)]
+
+
+def test_tree_check_detects_resampled_bonus_in_deterministic_trees():
+    """The same tree, seed and check as test_deterministic_tree_with_duplicates_is_lossless[t1], which the real
+    rule passes (fewer runs: the wrong rule is off by a total variation of ~0.25)."""
+    params, _ = CONFIGS["t1"]
+    res = run_mc(deterministic_tree(params), params, seed=303, n=N_WRONG, verifier=resample_bonus_on_miss)
     worst = min(c.pvalue for c in distribution_checks(res, params))
     assert worst < 1e-12, [str(c) for c in distribution_checks(res, params)]

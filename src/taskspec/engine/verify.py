@@ -10,6 +10,9 @@ Three rules, chosen by the request and the tree:
   sibling is tried; if every child is rejected the bonus is drawn from the final residual. Each round is an exact
   speculative-sampling step for the current residual, so the emitted token has the target distribution whether
   siblings were drawn independently (q_c = q) or without replacement (q_c = q with earlier siblings removed).
+  A child whose own q_c gives its token probability 0 cannot have been drawn from q_c: it is skipped (neither
+  accepted nor subtracted from the residual), so what is emitted stays the target's whatever such a child carries,
+  even a token outside the target's top-k / top-p support.
 """
 
 from __future__ import annotations
@@ -83,8 +86,10 @@ def _verify_sampled(
             token = tree.tokens[child]
             q = draft_probs[child]
             p_tok, q_tok = float(target_probs[token]), float(q[token])
+            if q_tok <= 0.0:  # not a draw from q: no test of it is exact, so skip it and leave the residual as is
+                continue
             u = float(torch.rand((), generator=generator))
-            if q_tok <= 0.0 or u * q_tok < p_tok:  # accept with probability min(1, p/q)
+            if u * q_tok < p_tok:  # accept with probability min(1, p/q); never a token the target excludes (p = 0)
                 next_row = child + 1
                 break
             target_probs = _residual(target_probs, q)
