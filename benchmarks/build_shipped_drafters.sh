@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the drafters shipped in src/taskspec/drafters/shipped/ (docs/results.md records a run of this script).
+# Rebuild the drafters shipped in src/taskspec/drafters/shipped/ (docs/history.md records a run of this script).
 # Every step resumes after a kill: rerun the same command. Logs go to runs/features/*.log and runs/drafters/*.log.
 #   bash benchmarks/build_shipped_drafters.sh
 # Two jobs run side by side with one thread each (two cores; more threads per job oversubscribe them).
@@ -23,7 +23,7 @@ export OMP_NUM_THREADS=1
 wait
 
 # 2. one EAGLE-2 and one HASS drafter on the same mix. A 16k draft vocabulary: it holds 98.3% of the target's greedy
-#    tokens on ShareGPT (32k: 98.5%) at half the head cost, which dominates drafting and training (docs/results.md)
+#    tokens on ShareGPT (32k: 98.5%) at half the head cost, which dominates drafting and training (docs/history.md)
 FEATS=runs/features/sharegpt-600,runs/features/math-600,runs/features/gsm8k-self-150
 $T train --kind eagle2 --features "$FEATS" --mix 2,2,1 --draft-vocab-size 16384 --steps "$STEPS_EAGLE" --save-every 50 --out runs/drafters/eagle2-embedded \
     > runs/drafters/eagle2-embedded.log 2>&1 &
@@ -31,7 +31,7 @@ $T train --kind hass --features "$FEATS" --mix 2,2,1 --draft-vocab-size 16384 --
     > runs/drafters/hass-embedded.log 2>&1 &
 wait
 
-# 3. the target's own answers to chat and math prompts (self-distillation: docs/results.md measured it against
+# 3. the target's own answers to chat and math prompts (self-distillation: docs/history.md measured it against
 #    dataset responses), then both drafters fine-tuned from step 2 on all five caches, weighted to the target's own
 #    outputs
 ( $T features --data sharegpt --limit 200 --source target --max-new-tokens 128 --max-tokens 384 \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the drafter set of the TAPS table (docs/results.md, issue #4) for the embedded target, then benchmark it.
+# Build the drafter set of the TAPS table (docs/history.md, issue #4) for the embedded target, then benchmark it.
 # Every step resumes after a kill: rerun the same command. Logs: runs/features/*.log, runs/sets/*.log, runs/bench/*.log.
 #   bash benchmarks/build_taps_set.sh            # features + task map + drafter set (~80 min on 2 cores)
 #   bash benchmarks/build_taps_set.sh bench      # then the TAPS table at T=0 and T=1 (20 prompts per benchmark)

@@ -3,7 +3,7 @@ through the Hugging Face model forward (the reference): same weights, interleave
 
     python benchmarks/compare_lean_body.py 2        # argument: torch threads
 
-Asserts both decode the same tokens; prints draft and target ms per step for each. Figures go to docs/results.md.
+Asserts both decode the same tokens; prints draft and target ms per step for each. Figures go to docs/results.md with the result file they come from.
 """
 import torch, sys
 from taskspec.models.target import load_target

@@ -4,7 +4,7 @@
 
 Prints (1) the engine's own split per step (draft / target forward / acceptance / other) from SpecStats and
 (2) a torch.profiler table of the operators inside the steps, grouped (linear layers, attention, norms and
-element-wise, cache, other), in ms per step. Figures go to docs/results.md; nothing here is a test.
+element-wise, cache, other), in ms per step. Figures go to docs/results.md with the result file they come from; nothing here is a test.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ class EagleDrafter:
 
     Defaults (a 3-token chain) are the fastest setting measured on the embedded target on 2 CPU cores, where a
     drafter step costs a few ms and verifying a wider tree costs more than its extra accepted tokens bring
-    (docs/results.md, "tree shape"); wider trees (top_k > 1) give a longer τ."""
+    (docs/history.md, "tree shape"); wider trees (top_k > 1) give a longer τ."""
 
     needs_target_hidden = True
 

@@ -7,7 +7,7 @@
 
 A shipped drafter is used only for the target it was trained for (same fingerprint: file hash, vocabulary, hidden
 size, layers). `auto` combines prompt lookup with the best shipped drafter for the target (`ngram+hass`, else
-`ngram+eagle2`: lookup when the text repeats, the feature drafter otherwise; the fastest measured, docs/results.md),
+`ngram+eagle2`: lookup when the text repeats, the feature drafter otherwise; the fastest measured, docs/history.md),
 and is prompt lookup alone (`ngram`), the best drafter that needs no training, for any other target.
 """
 

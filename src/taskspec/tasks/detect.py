@@ -17,7 +17,7 @@ selection curve, and saves to / loads from one JSON file.
   prompt mixes with known domain counts it was right 64 times against 62 and never off by two or more (the plain
   silhouette: 6 times), for 5x the clustering time: an option, not clearly enough better to be the default.
 Measured against Calinski-Harabasz, Davies-Bouldin, the gap statistic, Gaussian-mixture BIC, spectral eigengaps and
-prediction strength on the same mixes, the silhouette had the best record (benchmarks/choose_k.py; docs/results.md,
+prediction strength on the same mixes, the silhouette had the best record (benchmarks/choose_k.py; docs/history.md,
 "Choosing k").
 
 `encoder = "target"` (TARGET_ENCODER) clusters the target's own final prefill states, mean-pooled over the prompt

@@ -14,7 +14,7 @@ which checkpoints and resumes by itself; the manifest is written last):
               features, which costs no extra forward pass)
 
 All specialists and mixes start from the generic drafter with the same number of steps, so the comparison between
-them (docs/results.md, the TAPS table) is about the data, not the budget.
+them (docs/history.md, the TAPS table) is about the data, not the budget.
 """
 
 from __future__ import annotations
