@@ -7,15 +7,15 @@ in the README can always be traced to the run that produced it.
 
 from __future__ import annotations
 
-BASELINE = "none"
-ALL = "all"
+from .plot_data import datasets_of, methods_of
+from .result_file import BASELINE
 
 
 def headline_table(result: dict, datasets: list[str] | None = None) -> str:
-    """Markdown table: `| dataset | none | method ... |`; rows in the result's order, 'all' last."""
+    """Markdown table: `| task | none | method ... |`; a row per dataset (or task), then 'all' when there are several."""
     summary = result["summary"]
-    names = datasets or [d for d in summary if d != ALL] + ([ALL] if ALL in summary else [])
-    methods = list(result["meta"]["methods"])
+    names = datasets or datasets_of(result)
+    methods = methods_of(result)
     header = "| task | " + " | ".join(f"`{m}`" for m in methods) + " |"
     rule = "|---|" + "---:|" * len(methods)
     rows = [header, rule]

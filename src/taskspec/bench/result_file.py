@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import TaskspecError
 
 ALL = "all"  # the summary's pooled dataset (bench/runner.py)
+BASELINE = "none"  # plain decoding: the denominator of every speedup
 META_KEYS = ("target", "dtype", "prompts", "max_new_tokens", "temperature")  # what markdown_tables reads
 ENTRY_KEYS = ("acceptance_length", "tokens_per_second", "time")
 

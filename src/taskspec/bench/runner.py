@@ -19,9 +19,8 @@ from ..engine.decode import GenerationConfig, encode_prompt
 from ..engine.stats import SpecStats
 from ..models.causal_lm import CausalLM
 from .methods import build_method
+from .result_file import ALL, BASELINE
 
-BASELINE = "none"
-ALL = "all"
 
 
 @dataclass
