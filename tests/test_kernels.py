@@ -23,6 +23,7 @@ from taskspec.kernels import (
     reference_bf16_linear,
     unpatch_linears,
 )
+from taskspec.models.causal_lm import cache_keyword
 
 # the package attribute `bf16_linear` is the function; the module itself is reached through sys.modules
 kernel_module = importlib.import_module("taskspec.kernels.bf16_linear")
@@ -252,15 +253,16 @@ def test_patched_model_logits_per_position_match_incremental_decoding():
     model = _tiny_llama()
     patch_linears(model)
     ids = torch.randint(0, 300, (1, 10), generator=torch.Generator().manual_seed(2))
+    keyword = cache_keyword(model.forward)  # `cache` where transformers takes it (no deprecation warning)
     with torch.inference_mode():
         prefix = model(input_ids=ids[:, :4], use_cache=True)
         cache_many = prefix.past_key_values
-        many = model(input_ids=ids[:, 4:], past_key_values=cache_many, use_cache=True).logits[0]
+        many = model(input_ids=ids[:, 4:], **{keyword: cache_many}, use_cache=True).logits[0]
         prefix = model(input_ids=ids[:, :4], use_cache=True)
         cache_one = prefix.past_key_values
         one = []
         for t in range(4, 10):
-            one.append(model(input_ids=ids[:, t:t + 1], past_key_values=cache_one, use_cache=True).logits[0, 0])
+            one.append(model(input_ids=ids[:, t:t + 1], **{keyword: cache_one}, use_cache=True).logits[0, 0])
         one = torch.stack(one)
     assert isinstance(cache_many, transformers.Cache)
     assert torch.equal(many.view(torch.int16), one.view(torch.int16))
