@@ -118,3 +118,31 @@ def test_build_and_demo_read_a_task_map_of_the_targets_states(workspace, tmp_pat
     tagged, _ = tag_with_tasks(prompts, load_drafter_set(tmp_path / "set", target))
     names = {t["id"]: t["name"] for t in manifest["tasks"]}
     assert [p.source for p in tagged] == [names.get(t, f"task{t}") for t in (tasks[:2] + tasks[6:8])]
+
+
+def test_a_resumed_build_names_damaged_files(workspace, tmp_path, capsys):
+    """Issue #15. A resumed build takes the task assignments from assignments.json: a damaged one is recomputed
+    (it is a cache); a damaged feature manifest, first read there by the folder counts, exits with code 2 naming it."""
+    import shutil
+
+    from taskspec.cli import main
+
+    target, root, _ = workspace
+    target.model.save_pretrained(tmp_path / "tiny")
+    target.tokenizer.save_pretrained(tmp_path / "tiny")
+    for name in ("f1", "f2"):
+        shutil.copytree(root / name, tmp_path / name)
+    out = tmp_path / "set"
+    args = ["build", "--target", str(tmp_path / "tiny"), "--dtype", "fp32", "--taskmap", str(root / "taskmap.json"),
+            "--features", f"{tmp_path / 'f1'},{tmp_path / 'f2'}", "--out", str(out), "--generic", "train",
+            "--steps", "1", "--seqs-per-step", "1", "--draft-vocab-size", "64", "--stages", "", "--routers", "",
+            "--quiet"]
+    assert main(args) == 0
+    assignments = json.loads((out / "assignments.json").read_text())
+    (out / "assignments.json").write_text('{"key": ')
+    assert main(args) == 0
+    assert json.loads((out / "assignments.json").read_text()) == assignments
+    (tmp_path / "f2" / "manifest.json").write_text("{broken")
+    capsys.readouterr()
+    assert main(args) == 2
+    assert f"{tmp_path / 'f2' / 'manifest.json'}: not a JSON file" in capsys.readouterr().err

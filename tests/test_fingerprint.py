@@ -95,5 +95,48 @@ def test_a_cached_hub_id_is_fingerprinted_by_its_snapshot(folders, tmp_path, mon
     (hub / "models--org--tiny" / "refs").mkdir()
     (hub / "models--org--tiny" / "refs" / "main").write_text("a" * 40)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
-    assert target_module._hub_fingerprint("org/tiny") == {"source": "org/tiny", "sha256": weights_sha256(original)}
-    assert target_module._hub_fingerprint("org/not-cached") == {"source": "org/not-cached"}
+    assert target_module._hub_snapshot("org/tiny") == snapshot
+    assert target_module._weights_hasher(snapshot)() == weights_sha256(original)
+    assert target_module._hub_snapshot("org/not-cached") is None  # keeps its name only
+
+
+def counted_hashes(monkeypatch) -> list:
+    """The files hashed from now on (fingerprint.file_sha256 counted)."""
+    calls = []
+    real = fingerprint_module.file_sha256
+    monkeypatch.setattr(fingerprint_module, "file_sha256", lambda path: calls.append(path) or real(path))
+    return calls
+
+
+def test_a_folder_target_hashes_its_weights_only_when_the_fingerprint_is_read(folders, monkeypatch):
+    original = folders[0]
+    calls = counted_hashes(monkeypatch)
+    target = load_target(str(original), dtype="fp32", use_kernel=False, check=False)
+    assert calls == []  # loading (a draft model, a run comparing nothing) reads no weight bytes for hashing
+    assert target.fingerprint["sha256"] == weights_sha256(original)
+    assert len(calls) == 2  # once for the target (memoised below), once for the uncached reference
+    assert target.fingerprint["sha256"] and len(calls) == 2
+
+
+def test_a_gguf_is_hashed_once_while_it_is_unchanged(tmp_path, monkeypatch):
+    monkeypatch.setenv("TASKSPEC_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF not really")
+    converted = tmp_path / "cache" / "converted" / fingerprint_module.file_sha256(gguf)[:16]
+    converted.mkdir(parents=True)  # as a finished conversion leaves it, so nothing is converted here
+    (converted / "config.json").write_text("{}")
+    (converted / "model.safetensors").write_bytes(b"")
+    calls = counted_hashes(monkeypatch)
+    first = target_module._converted_gguf(gguf)
+    assert target_module._converted_gguf(gguf) == first == (converted, {"source": "model.gguf",
+                                                                        "sha256": first[1]["sha256"]})
+    assert len(calls) == 1
+
+
+def test_a_feature_cache_resumes_for_the_same_weights_under_another_path(folders, tmp_path):
+    original, copy, tuned = folders
+    build_feature_cache(load(original), EXAMPLES, tmp_path / "features", top_k=3, progress=False)
+    resumed = build_feature_cache(load(copy), EXAMPLES, tmp_path / "features", top_k=3, progress=False)
+    assert resumed["complete"] and resumed["config"]["target"]["source"] == str(original.resolve())
+    with pytest.raises(FeatureError, match="other settings.*target sha256"):
+        build_feature_cache(load(tuned), EXAMPLES, tmp_path / "features", top_k=3, progress=False)

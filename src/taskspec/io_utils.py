@@ -1,4 +1,5 @@
-"""Atomic file writes: a killed process never leaves a half-written result behind."""
+"""Atomic file writes (a killed process never leaves a half-written result behind), and the JSON reader whose errors
+name the file."""
 
 from __future__ import annotations
 
@@ -47,3 +48,15 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 def write_json_atomic(path: str | os.PathLike, obj) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_json(path: str | os.PathLike, error_cls: type[Exception], expected: str):
+    """The JSON value in `path`; `error_cls` naming the file and `expected` (what should be there) when it is missing
+    or not JSON, so a damaged file ends in a clear error (exit code 2 for a TaskspecError), not a traceback."""
+    path = Path(path)
+    if not path.is_file():
+        raise error_cls(f"{path}: file not found; expected {expected}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error_cls(f"{path}: not a JSON file ({exc}); expected {expected}") from None

@@ -3,13 +3,12 @@ otherwise), reloading its prompts, and the 2-D map of those prompts by detected 
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import TaskspecError
+from ..io_utils import read_json
 
 ALL = "all"  # the summary's pooled dataset (bench/runner.py)
 BASELINE = "none"  # plain decoding: the denominator of every speedup
@@ -24,15 +23,7 @@ class ReportError(TaskspecError):
 # ---- input -------------------------------------------------------------------------------------------------------
 def load_result(path: str | os.PathLike) -> dict:
     """Read and check a `taskspec bench` / `taskspec demo` result JSON; ReportError naming the file otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise ReportError(f"result {str(path)!r}: file not found; expected the JSON written by "
-                          "`taskspec bench --out` or `taskspec demo --out`")
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"result {str(path)!r}: not a JSON file ({exc}); expected the JSON written by "
-                          "`taskspec bench --out` or `taskspec demo --out`") from None
+    result = read_json(path, ReportError, "the JSON written by `taskspec bench --out` or `taskspec demo --out`")
     return check_result(result, repr(str(path)))
 
 

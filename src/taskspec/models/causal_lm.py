@@ -9,6 +9,7 @@ small model's step) and, on request, the final hidden states that feature-level 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +35,8 @@ class ForwardOutput:
 class CausalLM:
     """Wraps a transformers *ForCausalLM model (eval mode) and its tokenizer (may be None for id-only use)."""
 
-    def __init__(self, model, tokenizer=None, name: str = "model", fingerprint: dict | None = None):
+    def __init__(self, model, tokenizer=None, name: str = "model", fingerprint: dict | None = None,
+                 weights_sha256: Callable[[], str | None] | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -58,14 +60,25 @@ class CausalLM:
         self.sliding_window: int | None = int(window) if uses_window and window else None
         self.linear_kernel = "torch"  # or "taskspec-bf16" once the target's linears are patched (models/target.py)
         self.attention_kernel = "sdpa"  # or "taskspec-invariant" (batch-invariant attention, models/target.py)
-        self.fingerprint = fingerprint or {}
-        self.fingerprint.update(
+        self._weights_sha256 = weights_sha256  # called once, on the first read of .fingerprint
+        self._fingerprint = fingerprint or {}
+        self._fingerprint.update(
             name=name,
             architecture=type(model).__name__,
             vocab_size=self.vocab_size,
             hidden_size=self.hidden_size,
             num_layers=self.config.num_hidden_layers,
         )
+
+    @property
+    def fingerprint(self) -> dict:
+        """What is recorded about this target (models/fingerprint.py). Its `sha256` is computed here, once, on first
+        use: hashing reads every weight byte, which a run that compares nothing (or a draft model) never needs."""
+        if self._weights_sha256 is not None:
+            sha, self._weights_sha256 = self._weights_sha256(), None
+            if sha:
+                self._fingerprint["sha256"] = sha
+        return self._fingerprint
 
     # ---- tokenizer conveniences ---------------------------------------------------------------------------------
     @property

@@ -19,7 +19,7 @@ import torch
 from ..errors import TargetError
 from ..io_utils import give_default_modes
 from .causal_lm import CausalLM
-from .fingerprint import file_sha256, weights_sha256
+from .fingerprint import cached_sha256s, weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +52,19 @@ def load_target(spec: str, dtype: str | torch.dtype = "bf16", check: bool = True
     """
     torch_dtype = parse_dtype(dtype)
     spec = str(spec)
+    weights = None  # a folder whose weight files are hashed on the first read of target.fingerprint
     if spec == EMBEDDED:
         folder, fingerprint = _embedded_folder()
     elif spec.endswith(".gguf"):
         folder, fingerprint = _converted_gguf(Path(spec))
     elif Path(spec).is_dir():
-        folder, fingerprint = Path(spec), _folder_fingerprint(Path(spec), source=str(Path(spec).resolve()))
+        folder, fingerprint, weights = Path(spec), {"source": str(Path(spec).resolve())}, Path(spec)
     elif Path(spec).exists():
         raise TargetError(f"target {spec!r} is a file but not a .gguf; expected a model folder, a .gguf file, "
                           f"'{EMBEDDED}', or a Hugging Face model id")
     else:
-        folder, fingerprint = spec, _hub_fingerprint(spec)
-    target = _load_folder(folder, spec, torch_dtype, fingerprint)
+        folder, fingerprint, weights = spec, {"source": spec}, _hub_snapshot(spec)
+    target = _load_folder(folder, spec, torch_dtype, fingerprint, _weights_hasher(weights))
     if use_kernel and torch_dtype == torch.bfloat16:
         from ..kernels import (attention_kernel_unavailable_reason, kernel_available, kernel_unavailable_reason,
                                patch_linears, use_invariant_attention)
@@ -87,7 +88,7 @@ def load_target(spec: str, dtype: str | torch.dtype = "bf16", check: bool = True
     return target
 
 
-def _load_folder(folder, spec: str, dtype: torch.dtype, fingerprint: dict) -> CausalLM:
+def _load_folder(folder, spec: str, dtype: torch.dtype, fingerprint: dict, weights_sha256=None) -> CausalLM:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     local_only = not Path(str(folder)).is_dir()
@@ -110,26 +111,32 @@ def _load_folder(folder, spec: str, dtype: torch.dtype, fingerprint: dict) -> Ca
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=local_only)
     except (OSError, ValueError, TypeError):
         tokenizer = None  # id-only use (tests, tiny models); text features then raise a clear error
-    return CausalLM(model, tokenizer, name=spec, fingerprint=fingerprint)
+    return CausalLM(model, tokenizer, name=spec, fingerprint=fingerprint, weights_sha256=weights_sha256)
 
 
-def _folder_fingerprint(folder: Path, source: str) -> dict:
-    """Where the model came from, and the hash of its weight files: a fine-tune of the same architecture has the
-    same shapes but not the same hash (models/fingerprint.py; cached beside the converted models)."""
-    sha = weights_sha256(folder, cache_file=cache_dir() / "weights-sha256.json")
-    return {"source": source, **({"sha256": sha} if sha else {})}
+def _hash_cache() -> Path:
+    """Per-file sha256s of weight and .gguf files (models/fingerprint.py), beside the converted models."""
+    return cache_dir() / "weights-sha256.json"
 
 
-def _hub_fingerprint(model_id: str) -> dict:
-    """A model id's snapshot in the local Hugging Face cache is fingerprinted like any folder. An id that is not
-    cached keeps its name only; loading it then fails with a clear error (_load_folder)."""
+def _weights_hasher(folder: Path | None):
+    """What computes the hash of the folder's weight files when the fingerprint is first read (CausalLM): a
+    fine-tune of the same architecture has the same shapes but not the same hash. None without a folder."""
+    if folder is None:
+        return None
+    cache_file = _hash_cache()
+    return lambda: weights_sha256(folder, cache_file=cache_file)
+
+
+def _hub_snapshot(model_id: str) -> Path | None:
+    """A model id's snapshot folder in the local Hugging Face cache (fingerprinted like any folder). None for an id
+    that is not cached: it keeps its name only, and loading it fails with a clear error (_load_folder)."""
     from huggingface_hub import snapshot_download
 
     try:
-        folder = Path(snapshot_download(model_id, local_files_only=True))
+        return Path(snapshot_download(model_id, local_files_only=True))
     except (OSError, ValueError):  # not in the cache, or not a valid model id
-        return {"source": model_id}
-    return _folder_fingerprint(folder, source=model_id)
+        return None
 
 
 def _embedded_folder() -> tuple[Path, dict]:
@@ -162,7 +169,7 @@ def _dequantized_gguf() -> dict:
 def _converted_gguf(path: Path, known_sha256: str | None = None) -> tuple[Path, dict]:
     if not path.is_file():
         raise TargetError(f"target {str(path)!r}: GGUF file not found")
-    sha = known_sha256 or file_sha256(path)
+    sha = known_sha256 or cached_sha256s([path], _hash_cache())[0]  # rehashed only when the file changes
     folder = cache_dir() / "converted" / sha[:16]
     fingerprint = {"source": path.name, "sha256": sha}
     if (folder / "config.json").exists() and (folder / "model.safetensors").exists():

@@ -35,6 +35,7 @@ from ..io_utils import write_json_atomic
 from ..models.causal_lm import CausalLM
 from ..models.fingerprint import target_fingerprint
 from .data import load_feature_dirs
+from .features import read_manifest
 from .trainer import TrainConfig, train
 
 ROUTER_KINDS_DEFAULT = ("embedding", "target-feature", "sequence")
@@ -85,10 +86,9 @@ def assign_tasks(target: CausalLM, detector, feature_dirs: list[str], out: Path)
     """{example id: task id} for every cached example (cached in out/assignments.json with what it was made from)."""
     path = out / "assignments.json"
     key = {"features": [str(d) for d in feature_dirs], "taskmap_centroids": _hash(detector.cluster_centers_)}
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        if saved.get("key") == key:
-            return {k: int(v) for k, v in saved["tasks"].items()}
+    saved = _saved_assignments(path, key)
+    if saved is not None:
+        return saved
     groups = load_feature_dirs(feature_dirs, target.fingerprint)
     ids, texts = [], []
     for group in groups:
@@ -103,6 +103,18 @@ def assign_tasks(target: CausalLM, detector, feature_dirs: list[str], out: Path)
     assignment = dict(zip(ids, (int(t) for t in tasks)))
     write_json_atomic(path, {"key": key, "tasks": assignment})
     return assignment
+
+
+def _saved_assignments(path: Path, key: dict) -> dict | None:
+    """The cached {example id: task} when it was made from `key`; None when it is missing, stale or damaged (it is
+    only a cache of what the task map predicts, so a damaged one is recomputed and overwritten, not an error)."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("key") == key:
+            return {str(k): int(v) for k, v in saved["tasks"].items()}
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError, KeyError):
+        pass
+    return None
 
 
 def build_drafter_set(target: CausalLM, taskmap: str | Path, feature_dirs: list[str], out: str | Path,
@@ -270,11 +282,9 @@ def _generic_path(config: BuildConfig, target: CausalLM) -> str | None:
 
 def _folder_task_counts(feature_dirs: list[str], assignment: dict) -> list[dict[int, int]]:
     """Per feature folder, {task: number of examples} (from the manifests, without loading tensors)."""
-    from .features import MANIFEST as FEATURES_MANIFEST
-
     counts = []
     for folder in feature_dirs:
-        manifest = json.loads((Path(folder) / FEATURES_MANIFEST).read_text())
+        manifest = read_manifest(folder)  # the first read of it on a resumed build: FeatureError when damaged
         c: dict[int, int] = {}
         for shard in manifest["shards"]:
             for example in shard["examples"]:

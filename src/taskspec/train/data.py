@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..models.fingerprint import fingerprint_diff
 from .features import FeatureError, check_shard_header, read_manifest
 
 
@@ -30,10 +31,8 @@ def load_feature_dirs(dirs: list[str | Path], target_fingerprint: dict | None = 
     out = []
     for index, folder in enumerate(Path(d) for d in dirs):
         manifest = read_manifest(folder)
-        saved = manifest["config"].get("target", {})
         if target_fingerprint:
-            wrong = [k for k in ("architecture", "vocab_size", "hidden_size", "num_layers", "sha256")
-                     if k in saved and k in target_fingerprint and saved[k] != target_fingerprint[k]]
+            wrong = fingerprint_diff(manifest["config"].get("target", {}), target_fingerprint)
             if wrong:
                 raise FeatureError(f"--features {str(folder)!r} was built with another target ({', '.join(wrong)})")
         sequences = []

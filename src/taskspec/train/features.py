@@ -15,7 +15,6 @@ writes exactly the same shards; shards and the manifest are written to temporary
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +24,10 @@ from tqdm import tqdm
 
 from ..data import Prompt
 from ..errors import TaskspecError
-from ..io_utils import write_json_atomic
+from ..io_utils import read_json, write_json_atomic
 from ..models.cache import new_cache
 from ..models.causal_lm import CausalLM
+from ..models.fingerprint import fingerprint_diff, target_fingerprint
 
 MANIFEST = "manifest.json"
 FORMAT = "taskspec-features"
@@ -114,7 +114,7 @@ def build_feature_cache(target: CausalLM, examples: list[Example], out_dir: str 
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = {"format": FORMAT, "version": VERSION, "target": target.fingerprint, "top_k": top_k,
+    config = {"format": FORMAT, "version": VERSION, "target": target_fingerprint(target), "top_k": top_k,
               "examples_per_shard": examples_per_shard, "num_examples": len(examples),
               "example_ids_hash": _ids_hash(examples), **(meta or {})}
     manifest = _load_or_start(out_dir, config)
@@ -175,8 +175,10 @@ def _load_or_start(out_dir: Path, config: dict) -> dict:
         return manifest
     manifest = read_manifest(out_dir)
     saved = manifest["config"]
-    keys = ("format", "version", "target", "top_k", "examples_per_shard", "num_examples", "example_ids_hash")
+    keys = ("format", "version", "top_k", "examples_per_shard", "num_examples", "example_ids_hash")
     different = [k for k in keys if saved.get(k) != config.get(k)]
+    # the target by its weights and shapes, not by how its folder was spelled
+    different += [f"target {k}" for k in fingerprint_diff(saved.get("target") or {}, config["target"])]
     if different:
         raise FeatureError(f"{out_dir}: an existing feature cache was built with other settings ({', '.join(different)}"
                            "); use another --out folder or delete this one")
@@ -189,14 +191,8 @@ def read_manifest(folder: str | Path) -> dict:
     """manifest.json of a feature folder, its structure checked: {"config": {...}, "shards": [{"index", "file",
     "examples", "tokens"}, ...]}. FeatureError naming the file when it is missing, damaged or of another shape."""
     path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise FeatureError(f"--features {str(folder)!r}: no {MANIFEST}; expected a folder written by "
-                           "`taskspec features`")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FeatureError(f"{path}: unreadable manifest ({exc}); expected the JSON written by `taskspec features`"
-                           "; delete the folder to rebuild the cache") from None
+    manifest = read_json(path, FeatureError, "the manifest of a feature cache written by `taskspec features` "
+                         "(a damaged one: delete the folder to rebuild the cache)")
     shards = manifest.get("shards") if isinstance(manifest, dict) else None
     if not isinstance(shards, list) or not isinstance(manifest.get("config"), dict) or not all(
             isinstance(s, dict) and isinstance(s.get("index"), int) and isinstance(s.get("file"), str)
