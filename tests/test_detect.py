@@ -320,6 +320,32 @@ def test_keywords_of_chinese_prompts_are_chinese_words_from_them():
     assert set(chinese.keywords) <= set(GreedyWordTokenizer.words)  # single characters are never keywords
 
 
+def byte_level_bpe(corpus: list[str]):
+    """A fast byte-level BPE tokenizer (as GPT-2, Llama 3, Qwen) trained in the test on `corpus`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, show_progress=False,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tok)
+
+
+def test_keywords_with_a_byte_level_tokenizer_are_never_empty():
+    # trained on English only, it cuts every Chinese character into bytes: no token is a word, so bigrams
+    english_only = byte_level_bpe(ENGLISH_MATH * 5)
+    chinese, _ = describe_two(CHINESE + ENGLISH_MATH, english_only)
+    assert chinese.keywords and chinese.keywords[0] == "智能"
+    assert all(regex.fullmatch(r"\p{Han}{2}", w) and any(w in t for t in CHINESE) for w in chinese.keywords)
+    # trained on the Chinese text too, its merged tokens are read by character offsets: words from the prompts
+    merged = byte_level_bpe(CHINESE * 5 + ENGLISH_MATH * 5)
+    chinese, _ = describe_two(CHINESE + ENGLISH_MATH, merged)
+    assert chinese.keywords and all(regex.fullmatch(r"\p{Han}{2,}", w) and any(w in t for t in CHINESE)
+                                    for w in chinese.keywords)
+
+
 def test_the_detector_describes_tasks_with_the_targets_tokenizer(monkeypatch):
     from types import SimpleNamespace
 

@@ -283,19 +283,30 @@ def keyword_candidates(text: str, tokenizer=None) -> set[str]:
     """The words of a prompt that may name its task, lower-cased, English stop words dropped. Scripts written with
     spaces give their words; a run of a script written without them (Chinese, Japanese, Thai, ...) is cut by
     `tokenizer` (the target's, whose vocabulary holds whole words: "混凝土") into its tokens of two or more characters,
-    or without one into overlapping character bigrams (most Chinese words are two characters long)."""
+    or, without one or when no token of the prompt is such a word (a byte-level tokenizer that never learnt the
+    script), into overlapping character bigrams (most Chinese words are two characters long)."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-    words = set()
-    for run in _UNSPACED_RUN.findall(text):
-        if tokenizer is not None:
-            pieces = tokenizer.batch_decode([[i] for i in tokenizer(run, add_special_tokens=False)["input_ids"]])
-            words.update(p for p in map(str.strip, pieces) if len(p) >= 2 and _UNSPACED_RUN.fullmatch(p))
-        else:
-            words.update(run[i : i + 2] for i in range(len(run) - 1))
+    runs = _UNSPACED_RUN.findall(text)
+    words = {p for run in runs for p in _token_pieces(run, tokenizer) if len(p) >= 2 and _UNSPACED_RUN.fullmatch(p)}
+    if not words:  # no whole word among the tokens (no tokenizer, or one that cuts characters into bytes): bigrams
+        words = {run[i : i + 2] for run in runs for i in range(len(run) - 1)}
     spaced = _UNSPACED_RUN.sub(" ", text)
     words.update(w.lower() for w in _SPACED_WORD.findall(spaced))
     return words - ENGLISH_STOP_WORDS
+
+
+def _token_pieces(run: str, tokenizer) -> list[str]:
+    """The characters of `run` each token covers, by the tokenizer's character offsets (a byte-level token that is
+    part of one character covers that whole character, so it never makes a word by itself); [] without a tokenizer."""
+    if tokenizer is None:
+        return []
+    try:
+        offsets = tokenizer(run, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    except (NotImplementedError, TypeError, ValueError):  # a slow tokenizer has no offsets: decode token by token
+        ids = tokenizer(run, add_special_tokens=False)["input_ids"]
+        return [p.strip() for p in tokenizer.batch_decode([[i] for i in ids])]
+    return [run[start:end].strip() for start, end in offsets]
 
 
 def describe_tasks(texts: list[str], labels: np.ndarray, emb: np.ndarray, centers: np.ndarray,

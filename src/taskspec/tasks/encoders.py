@@ -8,7 +8,6 @@ This module is the bottom of the tasks package's imports (encoders <- detect <- 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..errors import TaskspecError
 
@@ -54,23 +53,26 @@ class SentenceEncoder:
 
 
 # ---- the target's prefill states ---------------------------------------------------------------------------------
-def pool_prefill_hidden(hidden: torch.Tensor) -> np.ndarray:
+def pool_prefill_hidden(hidden) -> np.ndarray:
     """[n, H] final hidden states of a prompt → [H] float32 mean."""
     return hidden.float().mean(0).numpy()
 
 
-@torch.inference_mode()
 def prefill_states(target, prompts) -> np.ndarray:
     """[m] prompts → [m, H]: one prefill per prompt (the prompt encoded as decoding encodes it), pooled. The same
-    states the engine has after its own prefill, which is what lets the target-feature router route for free."""
+    states the engine has after its own prefill, which is what lets the target-feature router route for free.
+    (torch is imported here, not at the top: task maps on sentence embeddings need no torch.)"""
+    import torch
+
     from ..engine.decode import encode_prompt
     from ..models.cache import new_cache
 
     rows = []
-    for prompt in prompts:
-        ids = encode_prompt(target, prompt)
-        hidden = target.forward(torch.tensor(ids), new_cache(), logit_rows=None, want_hidden=True).hidden  # [n, H]
-        rows.append(pool_prefill_hidden(hidden))
+    with torch.inference_mode():
+        for prompt in prompts:
+            ids = encode_prompt(target, prompt)
+            hidden = target.forward(torch.tensor(ids), new_cache(), logit_rows=None, want_hidden=True).hidden  # [n, H]
+            rows.append(pool_prefill_hidden(hidden))
     return np.stack(rows)
 
 
