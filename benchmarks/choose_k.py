@@ -59,7 +59,7 @@ def pool_embeddings(name: str, cache: Path, data_dir: str | None) -> np.ndarray:
     if path.is_file():
         return np.load(path)
     from taskspec.data import load_prompts
-    from taskspec.tasks.detect import SentenceEncoder
+    from taskspec.tasks.encoders import SentenceEncoder
 
     if name == "mathinstruct-math":
         rows = [p for p in load_prompts("mathinstruct", data_dir=data_dir)

@@ -37,11 +37,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from taskspec_tables import DOMAINS, load_mix, prefill_hidden, split_halves  # noqa: E402
+from taskspec_tables import DOMAINS, load_mix, split_halves  # noqa: E402
 
 from taskspec.io_utils import write_bytes_atomic, write_json_atomic  # noqa: E402
 from taskspec.tasks import TaskDetector, clustering_metrics  # noqa: E402
-from taskspec.tasks.routers import LinearClassifier, pool_prefill_hidden  # noqa: E402
+from taskspec.tasks.encoders import pool_prefill_hidden, prefill_hidden  # noqa: E402
+from taskspec.tasks.routers import LinearClassifier  # noqa: E402
 
 
 def features(texts: list[str], target_name: str, cache: Path) -> dict[str, np.ndarray]:

@@ -37,7 +37,8 @@ from taskspec.data import load_prompts
 from taskspec.io_utils import write_json_atomic
 from taskspec.tasks import TaskDetector, clustering_metrics, evaluate_router, make_router
 from taskspec.tasks.detect import CRITERIA
-from taskspec.tasks.routers import LinearClassifier, pool_prefill_hidden
+from taskspec.tasks.encoders import pool_prefill_hidden, prefill_hidden
+from taskspec.tasks.routers import LinearClassifier
 
 DOMAINS = ("gsm8k", "mt-bench", "wmt22", "humaneval", "math500", "sharegpt")
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)  # searched by cross-validation on the training half
@@ -91,16 +92,6 @@ def split_halves(labels: list[int], seed: int) -> tuple[list[int], list[int]]:
         train += rows[: len(rows) // 2]
         test += rows[len(rows) // 2 :]
     return sorted(train), sorted(test)
-
-
-@torch.inference_mode()
-def prefill_hidden(target, text: str) -> torch.Tensor:
-    """The final hidden states [n, H] of the prompt, as the engine's prefill computes them."""
-    from taskspec.models.cache import new_cache
-    from taskspec.engine.decode import encode_prompt
-
-    ids = encode_prompt(target, text)
-    return target.forward(torch.tensor(ids), new_cache(), logit_rows=None, want_hidden=True).hidden
 
 
 def choose_c(features: np.ndarray, labels: list[int], seed: int, folds: int = 5) -> tuple[float, dict]:

@@ -89,7 +89,7 @@ def test_build_rejects_bad_inputs(workspace):
     with pytest.raises(BuildError, match="no task has"):
         build_drafter_set(target, root / "taskmap.json", features, root / "bad2",
                           BuildConfig(generic="train", min_task_examples=100), progress=False, log=lambda m: None)
-    from taskspec.tasks.detect import TaskDetectionError
+    from taskspec.tasks.encoders import TaskDetectionError
 
     with pytest.raises(TaskDetectionError, match="task map"):
         build_drafter_set(target, root / "f1" / "manifest.json", features, root / "bad3", CONFIG, progress=False,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import regex
 
 from taskspec.tasks import TaskDetectionError, TaskDetector, clustering_metrics
-from taskspec.tasks.detect import CRITERIA
+from taskspec.tasks.detect import CRITERIA, describe_tasks, keyword_candidates
 
 
 def blobs(k: int, per: int = 30, dim: int = 16, spread: float = 0.05, seed: int = 0):
@@ -314,13 +318,17 @@ def test_keywords_of_chinese_prompts_are_chinese_words_from_them():
     assert chinese.keywords[0] == "智能" and len(chinese.keywords) == 8  # in every prompt of the task
     assert all(regex.fullmatch(r"\p{Han}{2}", w) and any(w in t for t in CHINESE) for w in chinese.keywords)
     assert english.keywords[:2] == ["equation", "solve"]
-    # with a tokenizer (the target's, in the detector): its whole words, three characters too, no bigram fragments
+    # with a tokenizer (the target's, in the detector): its whole words, three characters too, never single
+    # characters; bigrams only of runs that hold none of its words (张迪鸣介绍说)
     chinese, _ = describe_two(CHINESE + ENGLISH_MATH, GreedyWordTokenizer())
     assert chinese.keywords[0] == "智能" and {"手术灯", "传感器"} <= set(chinese.keywords)
-    assert set(chinese.keywords) <= set(GreedyWordTokenizer.words)  # single characters are never keywords
+    wordless = [run for t in CHINESE for run in regex.findall(r"\p{Han}+", t)
+                if not any(w in run for w in GreedyWordTokenizer.words)]
+    assert all(w in GreedyWordTokenizer.words or (len(w) == 2 and any(w in run for run in wordless))
+               for w in chinese.keywords)
 
 
-def byte_level_bpe(corpus: list[str]):
+def byte_level_bpe(corpus: list[str], vocab_size: int = 400):
     """A fast byte-level BPE tokenizer (as GPT-2, Llama 3, Qwen) trained in the test on `corpus`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -328,7 +336,7 @@ def byte_level_bpe(corpus: list[str]):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, show_progress=False,
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     return PreTrainedTokenizerFast(tokenizer_object=tok)
 
@@ -344,6 +352,27 @@ def test_keywords_with_a_byte_level_tokenizer_are_never_empty():
     chinese, _ = describe_two(CHINESE + ENGLISH_MATH, merged)
     assert chinese.keywords and all(regex.fullmatch(r"\p{Han}{2,}", w) and any(w in t for t in CHINESE)
                                     for w in chinese.keywords)
+
+
+WMT22 = Path(os.environ.get("TASKSPEC_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data") / "wmt22"
+
+
+@pytest.mark.skipif(not WMT22.is_dir(), reason=f"shared data folder missing: {WMT22}")
+def test_every_chinese_run_gives_keywords_with_a_partly_trained_byte_level_tokenizer():
+    # a byte-level BPE trained on these prompts merges some words and leaves other runs (新华网, 昨天晚上) in bytes:
+    # such a run gives its bigrams even when another run of the same prompt has whole words
+    rows = json.loads((WMT22 / "test.zh-en.json").read_text(encoding="utf-8"))[:40]
+    chinese = [r["translation"]["zh"] for r in rows]
+    tokenizer = byte_level_bpe(chinese, vocab_size=600)
+    for prompt in chinese:
+        words = keyword_candidates(prompt, tokenizer)
+        for run in regex.findall(r"\p{Han}{2,}", prompt):
+            assert any(w in run for w in words), (run, sorted(words))
+    labels = np.repeat([0, 1], [len(chinese), len(ENGLISH_MATH)])
+    centers = np.eye(2, dtype=np.float32)
+    task = describe_tasks(chinese + ENGLISH_MATH, labels, centers[labels], centers, tokenizer=tokenizer)[0]
+    assert task.keywords and all(regex.fullmatch(r"\p{Han}{2,}", w) and any(w in t for t in chinese)
+                                 for w in task.keywords)
 
 
 def test_the_detector_describes_tasks_with_the_targets_tokenizer(monkeypatch):

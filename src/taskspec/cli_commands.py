@@ -122,7 +122,8 @@ def cmd_collect(args) -> int:
 def cmd_detect(args) -> int:
     from .data import load_prompts
     from .tasks import TaskDetector, clustering_metrics
-    from .tasks.detect import TARGET_ENCODER, known_labels
+    from .tasks.detect import known_labels
+    from .tasks.encoders import TARGET_ENCODER
 
     k_min, k_max = _int_pair(args.k_range, "--k-range")
     prompts = []
@@ -304,7 +305,8 @@ def cmd_report(args) -> int:
     points = None
     if args.taskmap:
         from .tasks import TaskDetector
-        from .tasks.detect import TARGET_ENCODER, taskmap_encoder
+        from .tasks.detect import taskmap_encoder
+        from .tasks.encoders import TARGET_ENCODER
 
         target = None
         if taskmap_encoder(args.taskmap) == TARGET_ENCODER:  # a map of the target's prefill states embeds with the target

@@ -45,9 +45,7 @@ import numpy as np
 import regex
 
 from ..io_utils import write_json_atomic
-# re-exported: callers import these from here, and TaskDetector.embed looks SentenceEncoder up in this module
-from .encoders import (DEFAULT_ENCODER, TARGET_ENCODER, SentenceEncoder, TargetStateEncoder,  # noqa: F401
-                       TaskDetectionError, resolve_encoder)
+from .encoders import DEFAULT_ENCODER, TARGET_ENCODER, SentenceEncoder, TargetStateEncoder, TaskDetectionError
 
 FORMAT = "taskspec-taskmap"
 VERSION = 1  # later additions (the criterion, a "score" per curve entry) are optional keys: old maps still load
@@ -281,19 +279,23 @@ class TaskDetector:
 
 def keyword_candidates(text: str, tokenizer=None) -> set[str]:
     """The words of a prompt that may name its task, lower-cased, English stop words dropped. Scripts written with
-    spaces give their words; a run of a script written without them (Chinese, Japanese, Thai, ...) is cut by
-    `tokenizer` (the target's, whose vocabulary holds whole words: "混凝土") into its tokens of two or more characters,
-    or, without one or when no token of the prompt is such a word (a byte-level tokenizer that never learnt the
-    script), into overlapping character bigrams (most Chinese words are two characters long)."""
+    spaces give their words; each run of a script written without them (Chinese, Japanese, Thai, ...) gives its
+    words (`_run_words`)."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-    runs = _UNSPACED_RUN.findall(text)
-    words = {p for run in runs for p in _token_pieces(run, tokenizer) if len(p) >= 2 and _UNSPACED_RUN.fullmatch(p)}
-    if not words:  # no whole word among the tokens (no tokenizer, or one that cuts characters into bytes): bigrams
-        words = {run[i : i + 2] for run in runs for i in range(len(run) - 1)}
+    words = {w for run in _UNSPACED_RUN.findall(text) for w in _run_words(run, tokenizer)}
     spaced = _UNSPACED_RUN.sub(" ", text)
     words.update(w.lower() for w in _SPACED_WORD.findall(spaced))
     return words - ENGLISH_STOP_WORDS
+
+
+def _run_words(run: str, tokenizer) -> set[str]:
+    """A run of an unspaced script cut by `tokenizer` (the target's, whose vocabulary holds whole words: "混凝土")
+    into its tokens of two or more characters; a run with no such token (no tokenizer, or a byte-level one that never
+    learnt the script and cuts characters into bytes) gives its overlapping character bigrams instead (most Chinese
+    words are two characters long), so every run of two or more characters gives some words."""
+    words = {p for p in _token_pieces(run, tokenizer) if len(p) >= 2 and _UNSPACED_RUN.fullmatch(p)}
+    return words or {run[i : i + 2] for i in range(len(run) - 1)}
 
 
 def _token_pieces(run: str, tokenizer) -> list[str]:

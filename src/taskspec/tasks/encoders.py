@@ -58,22 +58,23 @@ def pool_prefill_hidden(hidden) -> np.ndarray:
     return hidden.float().mean(0).numpy()
 
 
-def prefill_states(target, prompts) -> np.ndarray:
-    """[m] prompts → [m, H]: one prefill per prompt (the prompt encoded as decoding encodes it), pooled. The same
-    states the engine has after its own prefill, which is what lets the target-feature router route for free.
+def prefill_hidden(target, prompt: str):
+    """The final hidden states [n, H] (a torch tensor) of one prefill of `prompt`, encoded as decoding encodes it:
+    the states the engine has after its own prefill, which is what lets the target-feature router route for free.
     (torch is imported here, not at the top: task maps on sentence embeddings need no torch.)"""
     import torch
 
     from ..engine.decode import encode_prompt
     from ..models.cache import new_cache
 
-    rows = []
     with torch.inference_mode():
-        for prompt in prompts:
-            ids = encode_prompt(target, prompt)
-            hidden = target.forward(torch.tensor(ids), new_cache(), logit_rows=None, want_hidden=True).hidden  # [n, H]
-            rows.append(pool_prefill_hidden(hidden))
-    return np.stack(rows)
+        ids = encode_prompt(target, prompt)
+        return target.forward(torch.tensor(ids), new_cache(), logit_rows=None, want_hidden=True).hidden  # [n, H]
+
+
+def prefill_states(target, prompts) -> np.ndarray:
+    """[m] prompts → [m, H]: one prefill per prompt, mean-pooled."""
+    return np.stack([pool_prefill_hidden(prefill_hidden(target, prompt)) for prompt in prompts])
 
 
 class TargetStateEncoder:

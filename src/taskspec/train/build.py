@@ -222,7 +222,8 @@ def fit_routers(target: CausalLM, feature_dirs: list[str], assignment: dict, tas
     """Fit each router kind on 80% of the examples, report held-out agreement with the task map, refit on all."""
     import torch
 
-    from ..tasks.routers import evaluate_router, make_router, pool_prefill_hidden
+    from ..tasks.encoders import pool_prefill_hidden
+    from ..tasks.routers import evaluate_router, make_router
 
     groups = load_feature_dirs(feature_dirs, target.fingerprint)
     rows = [(seq, assignment[seq.id]) for group in groups for seq in group
