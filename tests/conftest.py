@@ -70,6 +70,14 @@ def tiny_llama_with_tokenizer(seed: int = 0) -> CausalLM:
     return CausalLM(target.model, tokenizer=tiny_tokenizer(), name=target.name)
 
 
+def save_tiny_model(folder):
+    """The tiny tokenized Llama saved as a Hugging Face folder (what `--target FOLDER` loads); returns the folder."""
+    target = tiny_llama_with_tokenizer()
+    target.model.save_pretrained(folder)
+    target.tokenizer.save_pretrained(folder)
+    return folder
+
+
 MATH_PROMPTS = [f"compute {a} plus {b} times {a + b}" for a, b in ((3, 4), (12, 7), (5, 9), (21, 2), (8, 8), (14, 6))]
 PROSE_PROMPTS = [f"write a short poem about the {w} in the garden" for w in ("rose", "bird", "rain", "moon", "tree",
                                                                             "cat")]

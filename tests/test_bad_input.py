@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import tiny_llama, tiny_llama_with_tokenizer, tiny_tokenizer
+from conftest import save_tiny_model, tiny_llama
 from taskspec.cli import main
 from taskspec.drafters.kinds import build_drafter
 from taskspec.drafters.model import ModelDrafter
@@ -109,9 +109,7 @@ def test_cli_drafter_set_options_are_checked(capsys, tmp_path):
     assert main(["generate", "--prompt", "hi", "--drafter-set", str(tmp_path), "--compose", "merged,single"]) == 2
     assert "one strategy" in capsys.readouterr().err  # before the model loads
     # --compose without --drafter-set takes the set shipped for the target; none ships for this one
-    model_dir = tmp_path / "tiny"
-    tiny_llama_with_tokenizer().model.save_pretrained(model_dir)
-    tiny_tokenizer().save_pretrained(model_dir)
+    model_dir = save_tiny_model(tmp_path / "tiny")
     assert main(["generate", "--target", str(model_dir), "--dtype", "fp32", "--prompt", "hi",
                  "--compose", "merged"]) == 2
     assert "no drafter set ships for target" in capsys.readouterr().err
@@ -128,9 +126,7 @@ def test_cli_damaged_training_files_exit_with_code_2(capsys, tmp_path):
 
     from taskspec.train.features import Example, build_feature_cache
 
-    model_dir = tmp_path / "tiny"
-    tiny_llama_with_tokenizer().model.save_pretrained(model_dir)
-    tiny_tokenizer().save_pretrained(model_dir)
+    model_dir = save_tiny_model(tmp_path / "tiny")
     target = load_target(str(model_dir), dtype="fp32")
     features = tmp_path / "features"
     examples = [Example(f"ex{i}", [1, 5 + i], [9, 11 + i, 3, 4]) for i in range(4)]

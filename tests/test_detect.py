@@ -160,16 +160,23 @@ def test_unreadable_task_map(tmp_path):
         TaskDetector.load(tmp_path / "missing.json")
 
 
+def write_two_task_prompts(path, label_field: str):
+    """Six math and six translation prompts as JSONL, each labelled with its task in `label_field`."""
+    import json
+
+    rows = [{"prompt": f"What is {a} times {a + 3}? Answer with a number.", label_field: "math"} for a in range(6)] + [
+        {"prompt": f"Translate into French: {s}", label_field: "translation"}
+        for s in ["Good morning.", "The house is red.", "I read a book.", "Where is the bus?", "It rains.", "Thanks!"]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def test_cli_detect_writes_a_task_map_and_scores_known_labels(tmp_path, capsys):
     import json
 
     from taskspec.cli import main
 
-    rows = [{"prompt": f"What is {a} times {a + 3}? Answer with a number.", "kind": "math"} for a in range(6)] + [
-        {"prompt": f"Translate into French: {s}", "kind": "translation"}
-        for s in ["Good morning.", "The house is red.", "I read a book.", "Where is the bus?", "It rains.", "Thanks!"]]
-    data = tmp_path / "prompts.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = write_two_task_prompts(tmp_path / "prompts.jsonl", "kind")
     out = tmp_path / "taskmap.json"
     assert main(["detect", "--prompts", str(data), "--out", str(out), "--label-field", "kind", "--k-range", "2,4",
                  "--quiet"]) == 0
@@ -219,14 +226,11 @@ def test_target_state_detector_matches_a_plain_reference_and_round_trips(tmp_pat
 def test_cli_detect_with_the_target_encoder(tmp_path):
     import json
 
-    from conftest import MATH_PROMPTS, PROSE_PROMPTS, tiny_llama_with_tokenizer
+    from conftest import MATH_PROMPTS, PROSE_PROMPTS, save_tiny_model
 
     from taskspec.cli import main
 
-    target = tiny_llama_with_tokenizer()
-    model_dir = tmp_path / "model"
-    target.model.save_pretrained(model_dir)
-    target.tokenizer.save_pretrained(model_dir)
+    model_dir = save_tiny_model(tmp_path / "model")
     data = tmp_path / "prompts.jsonl"
     data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in MATH_PROMPTS + PROSE_PROMPTS))
     out = tmp_path / "taskmap.json"
@@ -234,7 +238,7 @@ def test_cli_detect_with_the_target_encoder(tmp_path):
                  str(model_dir), "--dtype", "fp32", "--k", "2", "--quiet"]) == 0
     saved = json.loads(out.read_text())
     assert saved["params"]["encoder"] == "target" and saved["target"]
-    assert len(saved["standardise"]["mean"]) == target.model.config.hidden_size
+    assert len(saved["standardise"]["mean"]) == json.loads((model_dir / "config.json").read_text())["hidden_size"]
     from taskspec.tasks.detect import taskmap_encoder
 
     assert taskmap_encoder(out) == "target" and taskmap_encoder(tmp_path / "missing.json") is None
@@ -247,11 +251,7 @@ def test_cli_detect_label_field_source_prefers_the_datas_own_source_field(tmp_pa
 
     from taskspec.cli import main
 
-    rows = [{"prompt": f"What is {a} times {a + 3}? Answer with a number.", "source": "math"} for a in range(6)] + [
-        {"prompt": f"Translate into French: {s}", "source": "translation"}
-        for s in ["Good morning.", "The house is red.", "I read a book.", "Where is the bus?", "It rains.", "Thanks!"]]
-    data = tmp_path / "mixed.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = write_two_task_prompts(tmp_path / "mixed.jsonl", "source")
     out = tmp_path / "taskmap.json"
     assert main(["detect", "--prompts", str(data), "--out", str(out), "--label-field", "source", "--k", "2",
                  "--quiet"]) == 0

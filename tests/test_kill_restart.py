@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_llama_with_tokenizer
+from conftest import save_tiny_model
 from taskspec import collect as collect_module
 from taskspec.cli import main
 from taskspec.drafters.checkpoint import readable_folder
@@ -63,10 +63,7 @@ def one_thread():
 def workspace(tmp_path_factory):
     """(root, tiny model folder, prompt file with responses): the target every command loads."""
     root = tmp_path_factory.mktemp("kill")
-    target = tiny_llama_with_tokenizer()
-    model_dir = root / "tiny-model"
-    target.model.save_pretrained(model_dir)
-    target.tokenizer.save_pretrained(model_dir)
+    model_dir = save_tiny_model(root / "tiny-model")
     prompts = root / "prompts.jsonl"
     rows = [{"prompt": text, "response": f" answer {i} " * 3} for i, text in
             enumerate(text for pair in zip(MATH, PROSE) for text in pair)]

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import tiny_llama_with_tokenizer
+from conftest import save_tiny_model, tiny_llama_with_tokenizer
 from taskspec.cli import main
 from taskspec.pipeline import PipelineError, load_config, parse_config, run_pipeline
 from taskspec.tasks.drafter_sets import load_drafter_set
@@ -23,10 +23,7 @@ PROSE = [f"write a short poem about the {w} in the garden at night" for w in
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
-    target = tiny_llama_with_tokenizer()
-    model_dir = root / "tiny-model"
-    target.model.save_pretrained(model_dir)
-    target.tokenizer.save_pretrained(model_dir)
+    model_dir = save_tiny_model(root / "tiny-model")
     prompts = root / "log.jsonl"
     rows = [{"prompt": text} for pair in zip(MATH, PROSE) for text in pair]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
